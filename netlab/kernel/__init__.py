@@ -1,0 +1,1 @@
+"""Applies plans to the kernel (netlink, iptables-restore). The only layer needing CAP_NET_ADMIN."""

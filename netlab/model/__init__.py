@@ -1,0 +1,1 @@
+"""The pure core: manifests, the object model, selectors, IPAM and names. Needs no root."""

@@ -1,0 +1,327 @@
+"""The cluster: nodes plus the objects the "API server" has admitted, with allocations.
+
+Admission does what the API server and scheduler do for a real cluster: validate, expand
+ReplicationControllers into pods, schedule pods onto nodes, give pods IPs from their node's
+subnet and services their ClusterIPs and nodePorts. All pure: no kernel is touched here.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Union
+
+from . import names
+from .config import LabConfig, parse_lab
+from .errors import InvalidError, LabError, NotFoundError
+from .ipam import Pool, node_subnet, nth_host
+from .objects import (Namespace, Pod, ReplicationController, Service, Meta, parse_object)
+from .services import ServiceAllocator
+
+Obj = Union[Namespace, Pod, ReplicationController, Service]
+SYSTEM_NAMESPACES = ("default", "kube-system")
+# kube's rand.String alphabet: no vowels (no words), no look-alikes (0/o, 1/l).
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+@dataclass
+class Node:
+    name: str
+    index: int
+    labels: dict[str, str]
+    internal_ip: str
+    pod_cidr: str
+    netns: str
+    vtep_mac: str
+
+    @property
+    def gateway(self) -> str:
+        """cni0's address: the first address of the node's pod subnet."""
+        return str(nth_host(self.pod_cidr, 1))
+
+    @property
+    def vtep_ip(self) -> str:
+        """flannel.1's address: the subnet's .0 address, as flannel assigns it."""
+        return str(ipaddress.ip_network(self.pod_cidr).network_address)
+
+
+def _vtep_mac(lab: str, node: str) -> str:
+    # Locally administered unicast, stable per lab and node so the plan stays pure.
+    h = names.short_hash(f"{lab}/{node}/vtep", 10)
+    return "0a:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
+
+
+def make_nodes(cfg: LabConfig) -> list[Node]:
+    underlay = ipaddress.ip_network(cfg.underlay_cidr)
+    nodes = []
+    for i, spec in enumerate(cfg.nodes, start=1):
+        labels = {"kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux", **spec.labels}
+        nodes.append(Node(
+            name=spec.name, index=i, labels=labels,
+            internal_ip=str(ipaddress.ip_address(int(underlay.network_address) + cfg.node_ip_offset + i)),
+            pod_cidr=str(node_subnet(cfg.cluster_cidr, cfg.node_prefix, i)),
+            netns=names.node_netns(cfg.name, spec.name),
+            vtep_mac=_vtep_mac(cfg.name, spec.name)))
+    return nodes
+
+
+@dataclass
+class Cluster:
+    config: LabConfig
+    nodes: list[Node]
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    rcs: dict[str, ReplicationController] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    seed: Optional[int] = None
+
+    def __post_init__(self):
+        self._rand = random.Random(self.seed)
+        self._pod_pools = {n.name: Pool(n.pod_cidr, reserved=[n.vtep_ip, n.gateway], first=2)
+                           for n in self.nodes}
+        self.service_alloc = ServiceAllocator(self.config)
+        for ns in SYSTEM_NAMESPACES:
+            self.namespaces.setdefault(ns, Namespace(Meta(name=ns, namespace="", raw={
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})))
+
+    # ------------------------------------------------------------------ lookups
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise NotFoundError(f'node "{name}" not found (nodes: {", ".join(n.name for n in self.nodes)})')
+
+    def pod(self, name: str, namespace: str = "default") -> Pod:
+        pod = self.pods.get(f"{namespace}/{name}")
+        if pod is None:
+            raise NotFoundError(f'pod "{name}" not found in namespace "{namespace}"')
+        return pod
+
+    def service(self, name: str, namespace: str = "default") -> Service:
+        svc = self.services.get(f"{namespace}/{name}")
+        if svc is None:
+            raise NotFoundError(f'service "{name}" not found in namespace "{namespace}"')
+        return svc
+
+    def pods_on(self, node: str) -> list[Pod]:
+        return [p for p in self.pods.values() if p.spec.node_name == node]
+
+    def pod_netns(self, pod: Pod) -> str:
+        return names.pod_netns(self.name, pod.meta.namespace, pod.meta.name)
+
+    # ------------------------------------------------------------------ admission
+
+    def admit(self, objects: Iterable[Obj]) -> list[Obj]:
+        """Admit objects all or nothing: on any error the cluster is left as it was."""
+        objects = list(objects)
+        snapshot = self.snapshot()
+        added: list[Obj] = []
+        try:
+            # Namespaces first, then services (so pods started after see their env vars),
+            # then controllers and pods, the order `kubectl apply -f dir` would be safe in.
+            order = {"Namespace": 0, "Service": 1, "ReplicationController": 2, "Pod": 3}
+            self._check_duplicates(objects)
+            for obj in sorted(objects, key=lambda o: order[o.kind]):
+                added.extend(self._admit_one(obj))
+        except LabError:
+            self.restore(snapshot)
+            raise
+        return added
+
+    def _check_duplicates(self, objects: list[Obj]) -> None:
+        seen: dict[tuple, Obj] = {}
+        for obj in objects:
+            key = (obj.kind, obj.meta.namespace, obj.meta.name)
+            if key in seen:
+                raise InvalidError(f"duplicate {obj.kind} {obj.meta.key} (also in {seen[key].meta.source})",
+                                   file=obj.meta.source, obj=f"{obj.kind}/{obj.meta.name}",
+                                   field="metadata.name")
+            seen[key] = obj
+
+    def _where(self, obj: Obj, field_path: str) -> dict:
+        return {"file": obj.meta.source, "obj": f"{obj.kind}/{obj.meta.name}", "field": field_path}
+
+    def _require_namespace(self, obj: Obj) -> None:
+        if obj.meta.namespace not in self.namespaces:
+            raise NotFoundError(f'namespaces "{obj.meta.namespace}" not found',
+                                **self._where(obj, "metadata.namespace"))
+
+    def _admit_one(self, obj: Obj) -> list[Obj]:
+        if isinstance(obj, Namespace):
+            if obj.meta.name in self.namespaces and obj.meta.name not in SYSTEM_NAMESPACES:
+                raise InvalidError("already exists", **self._where(obj, "metadata.name"))
+            self.namespaces[obj.meta.name] = obj
+            return [obj]
+        self._require_namespace(obj)
+        table = {Service: self.services, ReplicationController: self.rcs, Pod: self.pods}[type(obj)]
+        if obj.meta.key in table:
+            raise InvalidError(f"{obj.kind} {obj.meta.key} already exists", **self._where(obj, "metadata.name"))
+        if isinstance(obj, Service):
+            self.service_alloc.admit(obj, self)
+            self.services[obj.meta.key] = obj
+            return [obj]
+        if isinstance(obj, ReplicationController):
+            self.rcs[obj.meta.key] = obj
+            return [obj] + self.reconcile_rc(obj)
+        self._place_pod(obj)
+        return [obj]
+
+    def _place_pod(self, pod: Pod) -> None:
+        for c in pod.spec.containers:
+            for probe, path in ((c.readiness_probe, "readinessProbe"), (c.liveness_probe, "livenessProbe")):
+                if probe and probe.kind != "exec" and isinstance(probe.port, str) and not pod.find_port(probe.port):
+                    raise InvalidError(f"port name {probe.port!r} is not declared by any container",
+                                       **self._where(pod, f"spec.containers[{c.name}].{path}.port"))
+        node = self.schedule(pod)
+        pod.spec.node_name = node.name
+        pool = self._pod_pools[node.name]
+        if pod.pod_ip and pool.contains(pod.pod_ip) and pool.is_free(pod.pod_ip):
+            pool.take(pod.pod_ip)
+        else:
+            pod.pod_ip = pool.allocate()
+        pod.uid = pod.uid or str(uuid.UUID(int=self._rand.getrandbits(128), version=4))
+        pod.created = pod.created or time.time()
+        netns = self.pod_netns(pod)
+        if len(netns) > names.NETNS_MAX:
+            raise InvalidError("name too long for a network namespace", **self._where(pod, "metadata.name"))
+        self.pods[pod.meta.key] = pod
+
+    def schedule(self, pod: Pod) -> Node:
+        """nodeName wins; otherwise the least loaded node whose labels match nodeSelector."""
+        if pod.spec.node_name:
+            try:
+                return self.node(pod.spec.node_name)
+            except NotFoundError:
+                raise InvalidError("no such node", value=pod.spec.node_name,
+                                   **self._where(pod, "spec.nodeName")) from None
+        fits = [n for n in self.nodes
+                if all(n.labels.get(k) == v for k, v in pod.spec.node_selector.items())]
+        if not fits:
+            raise InvalidError("0/%d nodes are available: node(s) didn't match Pod's node affinity/selector"
+                               % len(self.nodes), value=pod.spec.node_selector,
+                               **self._where(pod, "spec.nodeSelector"))
+        load = {n.name: 0 for n in fits}
+        for p in self.pods.values():
+            if p.spec.node_name in load:
+                load[p.spec.node_name] += 1
+        return min(fits, key=lambda n: (load[n.name], n.index))
+
+    def new_pod_name(self, base: str, namespace: str) -> str:
+        while True:
+            name = f"{base}-" + "".join(self._rand.choice(_SUFFIX_ALPHABET) for _ in range(5))
+            if f"{namespace}/{name}" not in self.pods:
+                return name
+
+    def pod_from_template(self, rc: ReplicationController) -> Pod:
+        from .objects import _Where, parse_pod_spec
+        name = self.new_pod_name(rc.meta.name, rc.meta.namespace)
+        template = copy.deepcopy(rc.raw_template)
+        md = template.setdefault("metadata", {}) or {}
+        md.update({"name": name, "namespace": rc.meta.namespace,
+                   "labels": dict(rc.template_labels), "generateName": rc.meta.name + "-",
+                   "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController",
+                                        "name": rc.meta.name, "controller": True}]})
+        raw = {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": template.get("spec")}
+        spec = parse_pod_spec(raw["spec"], _Where(rc.meta.source, f"ReplicationController/{rc.meta.name}"),
+                              "spec.template.spec")
+        meta = Meta(name=name, namespace=rc.meta.namespace, labels=dict(rc.template_labels),
+                    source=rc.meta.source, raw=raw)
+        return Pod(meta=meta, spec=spec, owner=f"ReplicationController/{rc.meta.name}")
+
+    def rc_pods(self, rc: ReplicationController) -> list[Pod]:
+        return sorted((p for p in self.pods.values()
+                       if p.meta.namespace == rc.meta.namespace and rc.selector.matches(p.meta.labels)),
+                      key=lambda p: (p.created, p.meta.name))
+
+    def reconcile_rc(self, rc: ReplicationController) -> list[Pod]:
+        """Create pods until the RC has `replicas`; return the new ones (removal: remove_pod)."""
+        created = []
+        for _ in range(rc.replicas - len(self.rc_pods(rc))):
+            pod = self.pod_from_template(rc)
+            self._place_pod(pod)
+            created.append(pod)
+        return created
+
+    # ------------------------------------------------------------------ removal
+
+    def remove_pod(self, key: str) -> Pod:
+        pod = self.pods.pop(key)
+        self._pod_pools[pod.spec.node_name].release(pod.pod_ip)
+        return pod
+
+    def remove_service(self, key: str) -> Service:
+        svc = self.services.pop(key)
+        self.service_alloc.release(svc)
+        return svc
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict:
+        return self.to_state()
+
+    def restore(self, state: dict) -> None:
+        other = Cluster.from_state(state)
+        self.__dict__.update(other.__dict__)
+
+    def to_state(self) -> dict:
+        return {
+            "lab": self.config.to_dict(),
+            "labSource": self.config.source,
+            "objects": [to_manifest(o) for o in self.namespaces.values()]
+                       + [to_manifest(o) for o in self.services.values()]
+                       + [to_manifest(o) for o in self.rcs.values()]
+                       + [to_manifest(o) for o in self.pods.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Cluster":
+        cfg = parse_lab(state["lab"], default_name=state["lab"]["metadata"]["name"],
+                        file=state.get("labSource") or "lab.yaml")
+        cluster = cls(config=cfg, nodes=make_nodes(cfg))
+        for doc in state["objects"]:
+            obj = parse_object(doc, doc.get("metadata", {}).get("annotations", {}).get(
+                "netlab/source", "state.json"))
+            obj.meta.source = doc["metadata"].get("annotations", {}).get("netlab/source", "")
+            if isinstance(obj, Namespace):
+                cluster.namespaces[obj.meta.name] = obj
+            elif isinstance(obj, Service):
+                cluster.service_alloc.restore(obj)
+                cluster.services[obj.meta.key] = obj
+            elif isinstance(obj, ReplicationController):
+                cluster.rcs[obj.meta.key] = obj
+            else:
+                obj.spec.node_name = doc["spec"].get("nodeName", "")
+                obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
+                cluster._pod_pools[obj.spec.node_name].take(obj.pod_ip)
+                cluster.pods[obj.meta.key] = obj
+        return cluster
+
+
+def to_manifest(obj: Obj) -> dict:
+    """The object as the API server would return it: the manifest plus what was filled in."""
+    doc = copy.deepcopy(obj.meta.raw) or {"apiVersion": "v1", "kind": obj.kind}
+    md = doc.setdefault("metadata", {})
+    md["name"] = obj.meta.name
+    if obj.kind != "Namespace":
+        md["namespace"] = obj.meta.namespace
+    ann = md.setdefault("annotations", {}) or {}
+    md["annotations"] = ann
+    if obj.meta.source:
+        ann["netlab/source"] = obj.meta.source
+    if isinstance(obj, Pod):
+        md["uid"] = obj.uid
+        ann["netlab/created"] = repr(obj.created)
+        doc.setdefault("spec", {})["nodeName"] = obj.spec.node_name
+        doc.setdefault("status", {})["podIP"] = obj.pod_ip
+    elif isinstance(obj, Service):
+        from .services import fill_service_manifest
+        fill_service_manifest(obj, doc)
+    return doc

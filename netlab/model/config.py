@@ -1,0 +1,194 @@
+"""lab.yaml: the lab's name, its nodes, the cross-node backend and the address plan."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .errors import InvalidError
+from .names import check_dns_label, validate_lab_name
+
+BACKENDS = ("vxlan", "host-gw")
+PROXY_MODES = ("iptables", "userspace")
+LAB_API_VERSIONS = ("netlab/v1",)
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LabConfig:
+    name: str
+    nodes: list[NodeSpec]
+    backend: str = "vxlan"
+    proxy_mode: str = "iptables"
+    cluster_cidr: str = "10.244.0.0/16"
+    node_prefix: int = 24
+    service_cidr: str = "10.96.0.0/12"
+    dns_ip: str = "10.96.0.10"
+    dns_domain: str = "cluster.local"
+    underlay_cidr: str = "192.168.56.0/24"
+    node_ip_offset: int = 10          # node i gets underlay .10+i (node1 = .11)
+    nodeport_range: tuple[int, int] = (30000, 32767)
+    lb_pool: str = "198.51.100.0/28"      # routed by the underlay router to the nodes
+    internet_cidr: str = "203.0.113.0/24"
+    mtu: int = 1500
+    vxlan_vni: int = 1
+    vxlan_port: int = 8472
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "apiVersion": "netlab/v1", "kind": "Lab", "metadata": {"name": self.name},
+            "spec": {
+                "nodes": [{"name": n.name, "labels": n.labels} for n in self.nodes],
+                "backend": self.backend, "proxyMode": self.proxy_mode,
+                "network": {
+                    "clusterCIDR": self.cluster_cidr, "nodeSubnetPrefix": self.node_prefix,
+                    "serviceCIDR": self.service_cidr, "dnsServiceIP": self.dns_ip,
+                    "dnsDomain": self.dns_domain, "underlayCIDR": self.underlay_cidr,
+                    "nodeIPOffset": self.node_ip_offset,
+                    "nodePortRange": f"{self.nodeport_range[0]}-{self.nodeport_range[1]}",
+                    "loadBalancerPool": self.lb_pool, "internetCIDR": self.internet_cidr,
+                    "mtu": self.mtu, "vxlanVNI": self.vxlan_vni, "vxlanPort": self.vxlan_port,
+                },
+            },
+        }
+
+
+def _err(file, field_path, message, value=None):
+    return InvalidError(message, value=value, file=file, obj="Lab", field=field_path)
+
+
+def _net(value, file, path) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(str(value), strict=True)
+    except ValueError as exc:
+        raise _err(file, path, f"not a valid IPv4 CIDR ({exc})", value) from None
+    if net.version != 4:
+        raise _err(file, path, "only IPv4 is supported", value)
+    return net
+
+
+def _int(value, file, path, lo, hi) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _err(file, path, f"must be an integer between {lo} and {hi}", value)
+    return value
+
+
+def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
+              nodes_override: int | None = None, name_override: str | None = None,
+              backend_override: str | None = None, proxy_override: str | None = None) -> LabConfig:
+    doc = doc or {}
+    if not isinstance(doc, dict):
+        raise _err(file, "", "lab.yaml must be a mapping")
+    if doc:
+        if doc.get("kind") != "Lab":
+            raise _err(file, "kind", "lab.yaml must have kind: Lab", doc.get("kind"))
+        if doc.get("apiVersion") not in LAB_API_VERSIONS:
+            raise _err(file, "apiVersion", f"must be one of {', '.join(LAB_API_VERSIONS)}",
+                       doc.get("apiVersion"))
+    md = doc.get("metadata") or {}
+    spec = doc.get("spec") or {}
+    if not isinstance(md, dict) or not isinstance(spec, dict):
+        raise _err(file, "spec", "metadata and spec must be mappings")
+    name = validate_lab_name(name_override or str(md.get("name") or default_name), file=file)
+
+    raw_nodes = spec.get("nodes", 2) if nodes_override is None else nodes_override
+    nodes: list[NodeSpec] = []
+    if isinstance(raw_nodes, int) and not isinstance(raw_nodes, bool):
+        _int(raw_nodes, file, "spec.nodes", 1, 250)
+        nodes = [NodeSpec(f"node{i + 1}") for i in range(raw_nodes)]
+    elif isinstance(raw_nodes, list) and raw_nodes:
+        for i, rn in enumerate(raw_nodes):
+            path = f"spec.nodes[{i}]"
+            if isinstance(rn, str):
+                rn = {"name": rn}
+            if not isinstance(rn, dict) or not rn.get("name"):
+                raise _err(file, f"{path}.name", "Required value")
+            nname = str(rn["name"])
+            problem = check_dns_label(nname, 30)
+            if problem:
+                raise _err(file, f"{path}.name", problem, nname)
+            if any(n.name == nname for n in nodes):
+                raise _err(file, f"{path}.name", "Duplicate value", nname)
+            labels = rn.get("labels") or {}
+            if not isinstance(labels, dict):
+                raise _err(file, f"{path}.labels", "must be a mapping")
+            nodes.append(NodeSpec(nname, {str(k): str(v) for k, v in labels.items()}))
+    else:
+        raise _err(file, "spec.nodes", "must be a node count or a non-empty list of nodes", raw_nodes)
+
+    backend = backend_override or spec.get("backend", "vxlan")
+    if backend not in BACKENDS:
+        raise _err(file, "spec.backend", f"supported values: {', '.join(BACKENDS)}", backend)
+    proxy_mode = proxy_override or spec.get("proxyMode", "iptables")
+    if proxy_mode not in PROXY_MODES:
+        raise _err(file, "spec.proxyMode", f"supported values: {', '.join(PROXY_MODES)}", proxy_mode)
+
+    net = spec.get("network") or {}
+    if not isinstance(net, dict):
+        raise _err(file, "spec.network", "must be a mapping")
+    known = {"clusterCIDR", "nodeSubnetPrefix", "serviceCIDR", "dnsServiceIP", "dnsDomain",
+             "underlayCIDR", "nodeIPOffset", "nodePortRange", "loadBalancerPool", "internetCIDR",
+             "mtu", "vxlanVNI", "vxlanPort"}
+    for key in net:
+        if key not in known:
+            raise _err(file, f"spec.network.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+    cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, source=file)
+    p = "spec.network."
+    cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")
+    prefix = _int(net.get("nodeSubnetPrefix", cfg.node_prefix), file, p + "nodeSubnetPrefix",
+                  cluster.prefixlen + 1 if cluster.prefixlen < 30 else 30, 29)
+    service = _net(net.get("serviceCIDR", cfg.service_cidr), file, p + "serviceCIDR")
+    underlay = _net(net.get("underlayCIDR", cfg.underlay_cidr), file, p + "underlayCIDR")
+    lb_pool = _net(net.get("loadBalancerPool", cfg.lb_pool), file, p + "loadBalancerPool")
+    internet = _net(net.get("internetCIDR", cfg.internet_cidr), file, p + "internetCIDR")
+    offset = _int(net.get("nodeIPOffset", cfg.node_ip_offset), file, p + "nodeIPOffset", 1, 250)
+    dns_ip = str(net.get("dnsServiceIP", cfg.dns_ip))
+    try:
+        if ipaddress.ip_address(dns_ip) not in service:
+            raise _err(file, p + "dnsServiceIP", f"must be inside serviceCIDR {service}", dns_ip)
+    except ValueError:
+        raise _err(file, p + "dnsServiceIP", "not a valid IPv4 address", dns_ip) from None
+    npr = str(net.get("nodePortRange", "30000-32767"))
+    try:
+        lo, hi = (int(x) for x in npr.split("-"))
+        assert 1 <= lo <= hi <= 65535
+    except (ValueError, AssertionError):
+        raise _err(file, p + "nodePortRange", "must look like 30000-32767", npr) from None
+
+    for (a_name, a), (b_name, b) in _pairs([("clusterCIDR", cluster), ("serviceCIDR", service),
+                                            ("underlayCIDR", underlay), ("internetCIDR", internet),
+                                            ("loadBalancerPool", lb_pool)]):
+        if a.overlaps(b):
+            raise _err(file, p + b_name, f"overlaps {a_name} {a}", str(b))
+    subnets = 2 ** (prefix - cluster.prefixlen)
+    if len(nodes) > subnets:
+        raise _err(file, "spec.nodes", f"{len(nodes)} nodes do not fit: clusterCIDR {cluster} has "
+                   f"only {subnets} /{prefix} node subnets")
+    # Node addresses .offset+1 .. must stay inside the underlay, leaving room for the
+    # router (.1) and the outside client (.2).
+    last_node = int(underlay.network_address) + offset + len(nodes)
+    if offset < 2 or last_node >= int(underlay.broadcast_address):
+        raise _err(file, "spec.nodes", f"{len(nodes)} nodes from offset {offset} do not fit in "
+                   f"underlay {underlay}")
+
+    cfg.cluster_cidr, cfg.node_prefix = str(cluster), prefix
+    cfg.service_cidr, cfg.dns_ip = str(service), dns_ip
+    cfg.dns_domain = str(net.get("dnsDomain", cfg.dns_domain))
+    cfg.underlay_cidr, cfg.node_ip_offset = str(underlay), offset
+    cfg.nodeport_range = (lo, hi)
+    cfg.lb_pool, cfg.internet_cidr = str(lb_pool), str(internet)
+    cfg.mtu = _int(net.get("mtu", cfg.mtu), file, p + "mtu", 1280, 9000)
+    cfg.vxlan_vni = _int(net.get("vxlanVNI", cfg.vxlan_vni), file, p + "vxlanVNI", 1, 16777215)
+    cfg.vxlan_port = _int(net.get("vxlanPort", cfg.vxlan_port), file, p + "vxlanPort", 1, 65535)
+    return cfg
+
+
+def _pairs(items):
+    for i, a in enumerate(items):
+        for b in items[i + 1:]:
+            yield a, b

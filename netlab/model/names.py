@@ -1,0 +1,105 @@
+"""Names of the kernel objects a lab creates.
+
+Namespace names carry the lab's name so that `ip netns list` shows whose they are and two
+labs coexist. Interface names must fit IFNAMSIZ (15 bytes): long ones are derived from a
+short hash instead of being truncated into a collision.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from .errors import InvalidError
+
+PREFIX = "netlab-"          # the mark on every network namespace netlab creates
+IFNAMSIZ = 15
+NETNS_MAX = 200             # /run/netns/<name> must stay well under NAME_MAX (255)
+LAB_NAME_MAX = 40
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def short_hash(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def check_dns_label(value: str, max_len: int = 63) -> str | None:
+    """Return why `value` is not an RFC 1123 label, or None when it is one."""
+    if not value:
+        return "must not be empty"
+    if len(value) > max_len:
+        return f"must be no more than {max_len} characters"
+    if not _DNS_LABEL.match(value):
+        return ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+                "or '-', and must start and end with an alphanumeric character")
+    return None
+
+
+def check_dns_subdomain(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if len(value) > 253:
+        return "must be no more than 253 characters"
+    if not _DNS_SUBDOMAIN.match(value):
+        return ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.', and must start and end with an alphanumeric character")
+    return None
+
+
+def validate_lab_name(name: str, *, file: str | None = None) -> str:
+    problem = check_dns_label(name, LAB_NAME_MAX)
+    if problem:
+        raise InvalidError(problem, value=name, file=file, obj="Lab", field="metadata.name")
+    return name
+
+
+def _netns(lab: str, role: str) -> str:
+    # The lab name is a DNS label (no dots), so the first dot ends it unambiguously.
+    return f"{PREFIX}{lab}.{role}"
+
+
+def node_netns(lab: str, node: str) -> str:
+    return _netns(lab, f"node-{node}")
+
+
+def pod_netns(lab: str, namespace: str, pod: str) -> str:
+    name = _netns(lab, f"pod-{namespace}-{pod}")
+    if len(name) > NETNS_MAX:
+        name = _netns(lab, f"pod-{short_hash(namespace + '/' + pod, 16)}")
+    return name
+
+
+def underlay_netns(lab: str) -> str:
+    return _netns(lab, "underlay")
+
+
+def client_netns(lab: str) -> str:
+    return _netns(lab, "client")
+
+
+def internet_netns(lab: str) -> str:
+    return _netns(lab, "internet")
+
+
+def lab_of_netns(netns: str) -> str | None:
+    """The lab a netlab namespace belongs to, or None for a namespace that is not ours."""
+    if not netns.startswith(PREFIX) or "." not in netns:
+        return None
+    return netns[len(PREFIX):].split(".", 1)[0] or None
+
+
+def host_veth(namespace: str, pod: str) -> str:
+    """The node-side end of a pod's veth pair: 'veth' + 8 hex digits, like CNI's vethXXXXXXXX."""
+    return "veth" + short_hash(f"{namespace}/{pod}")
+
+
+def uplink(node: str) -> str:
+    """The underlay-bridge-side end of a node's eth0."""
+    return "ul-" + short_hash(node, 8)
+
+
+def check_ifname(name: str) -> str:
+    if len(name.encode()) > IFNAMSIZ:
+        raise InvalidError(f"interface name longer than {IFNAMSIZ} bytes", value=name)
+    return name

@@ -1,0 +1,439 @@
+"""The Kubernetes objects netlab understands, parsed from ordinary v1 manifests.
+
+Fields the API server would fill in (a pod's node and IP, a service's clusterIP and
+nodePorts) live on the objects too, so the stored state reads like `kubectl get -o yaml`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import InvalidError
+from .names import check_dns_label, check_dns_subdomain
+from .selectors import Selector, selector_from_api
+
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass
+class Meta:
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    source: str = ""             # the file the object came from, for error messages
+    raw: dict = field(default_factory=dict, repr=False)   # the manifest as written
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class ContainerPort:
+    container_port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+@dataclass
+class Probe:
+    kind: str                    # httpGet, tcpSocket, exec
+    port: Any = None             # number or named port
+    path: str = "/"
+    command: list[str] = field(default_factory=list)
+    initial_delay: float = 0
+    period: float = 10
+    timeout: float = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass
+class Container:
+    name: str
+    image: str = ""
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    ports: list[ContainerPort] = field(default_factory=list)
+    env: list[tuple[str, str]] = field(default_factory=list)
+    readiness_probe: Optional[Probe] = None
+    liveness_probe: Optional[Probe] = None
+
+    def port_named(self, name: str) -> Optional[ContainerPort]:
+        return next((p for p in self.ports if p.name == name), None)
+
+
+@dataclass
+class PodSpec:
+    containers: list[Container]
+    node_name: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    restart_policy: str = "Always"
+    dns_policy: str = "ClusterFirst"
+    hostname: str = ""
+    subdomain: str = ""
+
+
+@dataclass
+class Pod:
+    meta: Meta
+    spec: PodSpec
+    owner: str = ""              # "ReplicationController/<name>" for pods an RC made
+    pod_ip: str = ""             # filled in by IPAM
+    uid: str = ""
+    created: float = 0.0
+
+    kind = "Pod"
+
+    @property
+    def node(self) -> str:
+        return self.spec.node_name
+
+    def find_port(self, name: str) -> Optional[ContainerPort]:
+        for c in self.spec.containers:
+            p = c.port_named(name)
+            if p:
+                return p
+        return None
+
+
+@dataclass
+class ReplicationController:
+    meta: Meta
+    replicas: int
+    selector: Selector
+    template_labels: dict[str, str]
+    template: PodSpec
+    raw_template: dict = field(default_factory=dict)
+
+    kind = "ReplicationController"
+
+
+@dataclass
+class ServicePort:
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+    target_port: Any = None      # int or a container port's name; defaults to port
+    node_port: int = 0
+
+    @property
+    def target(self) -> Any:
+        return self.port if self.target_port in (None, "", 0) else self.target_port
+
+
+@dataclass
+class Service:
+    meta: Meta
+    ports: list[ServicePort]
+    selector: Optional[dict[str, str]] = None
+    type: str = "ClusterIP"
+    cluster_ip: str = ""         # "" = allocate; "None" = headless
+    session_affinity: str = "None"
+    affinity_timeout: int = 10800
+    load_balancer_ip: str = ""   # requested (spec.loadBalancerIP) or allocated
+    external_ips: list[str] = field(default_factory=list)
+
+    kind = "Service"
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+
+@dataclass
+class Namespace:
+    meta: Meta
+    kind = "Namespace"
+
+
+KINDS = {"Namespace": "v1", "Pod": "v1", "ReplicationController": "v1", "Service": "v1"}
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+class _Where:
+    """Carries file and object into every error raised while parsing one object."""
+
+    def __init__(self, file: str, obj: str):
+        self.file, self.obj = file, obj
+
+    def err(self, field_path: str, message: str, value=None) -> InvalidError:
+        return InvalidError(message, value=value, file=self.file, obj=self.obj, field=field_path)
+
+    def map(self, value, path: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.err(path, "must be a mapping", value)
+        return value
+
+    def list(self, value, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.err(path, "must be a list", value)
+        return value
+
+    def str(self, value, path: str, required: bool = False) -> str:
+        if value is None or value == "":
+            if required:
+                raise self.err(path, "Required value")
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise self.err(path, "must be a string", value)
+        return str(value)
+
+    def int(self, value, path: str, lo: int | None = None, hi: int | None = None,
+            required: bool = False, default: int = 0) -> int:
+        if value is None:
+            if required:
+                raise self.err(path, "Required value")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.err(path, "must be an integer", value)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self.err(path, f"must be between {lo} and {hi}, inclusive", value)
+        return value
+
+    def labels(self, value, path: str) -> dict[str, str]:
+        out = {}
+        for k, v in self.map(value, path).items():
+            out[str(k)] = "" if v is None else str(v)
+        return out
+
+    def strlist(self, value, path: str) -> list[str]:
+        return [self.str(v, f"{path}[{i}]") for i, v in enumerate(self.list(value, path))]
+
+
+def parse_meta(doc: dict, w: _Where, namespaced: bool = True) -> Meta:
+    md = w.map(doc.get("metadata"), "metadata")
+    name = w.str(md.get("name"), "metadata.name", required=True)
+    problem = check_dns_subdomain(name)
+    if problem:
+        raise w.err("metadata.name", problem, name)
+    ns = w.str(md.get("namespace"), "metadata.namespace") or DEFAULT_NAMESPACE
+    if namespaced:
+        problem = check_dns_label(ns)
+        if problem:
+            raise w.err("metadata.namespace", problem, ns)
+    return Meta(name=name, namespace=ns if namespaced else "", raw=doc,
+                labels=w.labels(md.get("labels"), "metadata.labels"),
+                annotations=w.labels(md.get("annotations"), "metadata.annotations"),
+                source=w.file)
+
+
+def _protocol(value, path: str, w: _Where) -> str:
+    proto = w.str(value, path) or "TCP"
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise w.err(path, 'supported values: "SCTP", "TCP", "UDP"', proto)
+    return proto
+
+
+def _parse_probe(raw, path: str, w: _Where) -> Optional[Probe]:
+    if raw is None:
+        return None
+    raw = w.map(raw, path)
+    common = dict(
+        initial_delay=w.int(raw.get("initialDelaySeconds"), f"{path}.initialDelaySeconds", 0),
+        period=w.int(raw.get("periodSeconds"), f"{path}.periodSeconds", 1, default=10),
+        timeout=w.int(raw.get("timeoutSeconds"), f"{path}.timeoutSeconds", 1, default=1),
+        success_threshold=w.int(raw.get("successThreshold"), f"{path}.successThreshold", 1, default=1),
+        failure_threshold=w.int(raw.get("failureThreshold"), f"{path}.failureThreshold", 1, default=3),
+    )
+    if "httpGet" in raw:
+        hg = w.map(raw["httpGet"], f"{path}.httpGet")
+        return Probe("httpGet", port=hg.get("port"), path=w.str(hg.get("path"), f"{path}.httpGet.path") or "/", **common)
+    if "tcpSocket" in raw:
+        ts = w.map(raw["tcpSocket"], f"{path}.tcpSocket")
+        return Probe("tcpSocket", port=ts.get("port"), **common)
+    if "exec" in raw:
+        ex = w.map(raw["exec"], f"{path}.exec")
+        return Probe("exec", command=w.strlist(ex.get("command"), f"{path}.exec.command"), **common)
+    raise w.err(path, "must specify one of httpGet, tcpSocket or exec")
+
+
+def parse_pod_spec(raw: dict, w: _Where, path: str = "spec") -> PodSpec:
+    spec = w.map(raw, path)
+    containers = []
+    seen_names: set[str] = set()
+    raw_containers = w.list(spec.get("containers"), f"{path}.containers")
+    if not raw_containers:
+        raise w.err(f"{path}.containers", "Required value: a pod needs at least one container")
+    for i, rc in enumerate(raw_containers):
+        cpath = f"{path}.containers[{i}]"
+        rc = w.map(rc, cpath)
+        name = w.str(rc.get("name"), f"{cpath}.name", required=True)
+        problem = check_dns_label(name)
+        if problem:
+            raise w.err(f"{cpath}.name", problem, name)
+        if name in seen_names:
+            raise w.err(f"{cpath}.name", "Duplicate value", name)
+        seen_names.add(name)
+        ports = []
+        for j, rp in enumerate(w.list(rc.get("ports"), f"{cpath}.ports")):
+            ppath = f"{cpath}.ports[{j}]"
+            rp = w.map(rp, ppath)
+            ports.append(ContainerPort(
+                container_port=w.int(rp.get("containerPort"), f"{ppath}.containerPort", 1, 65535, required=True),
+                name=w.str(rp.get("name"), f"{ppath}.name"),
+                protocol=_protocol(rp.get("protocol"), f"{ppath}.protocol", w)))
+        env = []
+        for j, re_ in enumerate(w.list(rc.get("env"), f"{cpath}.env")):
+            epath = f"{cpath}.env[{j}]"
+            re_ = w.map(re_, epath)
+            ename = w.str(re_.get("name"), f"{epath}.name", required=True)
+            env.append((ename, w.str(re_.get("value"), f"{epath}.value")))
+        containers.append(Container(
+            name=name, image=w.str(rc.get("image"), f"{cpath}.image"),
+            command=w.strlist(rc.get("command"), f"{cpath}.command"),
+            args=w.strlist(rc.get("args"), f"{cpath}.args"),
+            ports=ports, env=env,
+            readiness_probe=_parse_probe(rc.get("readinessProbe"), f"{cpath}.readinessProbe", w),
+            liveness_probe=_parse_probe(rc.get("livenessProbe"), f"{cpath}.livenessProbe", w)))
+    restart = w.str(spec.get("restartPolicy"), f"{path}.restartPolicy") or "Always"
+    if restart not in ("Always", "OnFailure", "Never"):
+        raise w.err(f"{path}.restartPolicy", 'supported values: "Always", "OnFailure", "Never"', restart)
+    dns_policy = w.str(spec.get("dnsPolicy"), f"{path}.dnsPolicy") or "ClusterFirst"
+    if dns_policy not in ("ClusterFirst", "Default", "None", "ClusterFirstWithHostNet"):
+        raise w.err(f"{path}.dnsPolicy", 'supported values: "ClusterFirst", "Default", "None"', dns_policy)
+    return PodSpec(
+        containers=containers,
+        node_name=w.str(spec.get("nodeName"), f"{path}.nodeName"),
+        node_selector=w.labels(spec.get("nodeSelector"), f"{path}.nodeSelector"),
+        restart_policy=restart, dns_policy=dns_policy,
+        hostname=w.str(spec.get("hostname"), f"{path}.hostname"),
+        subdomain=w.str(spec.get("subdomain"), f"{path}.subdomain"))
+
+
+def parse_pod(doc: dict, w: _Where) -> Pod:
+    meta = parse_meta(doc, w)
+    status = w.map(doc.get("status"), "status")
+    md = w.map(doc.get("metadata"), "metadata")
+    owner = ""
+    for ref in w.list(md.get("ownerReferences"), "metadata.ownerReferences"):
+        if isinstance(ref, dict) and ref.get("controller"):
+            owner = f"{ref.get('kind')}/{ref.get('name')}"
+    return Pod(meta=meta, spec=parse_pod_spec(doc.get("spec"), w), owner=owner,
+               pod_ip=w.str(status.get("podIP"), "status.podIP"),
+               uid=w.str(md.get("uid"), "metadata.uid"))
+
+
+def parse_rc(doc: dict, w: _Where) -> ReplicationController:
+    meta = parse_meta(doc, w)
+    spec = w.map(doc.get("spec"), "spec")
+    replicas = w.int(spec.get("replicas"), "spec.replicas", 0, 10000, default=1)
+    template = w.map(spec.get("template"), "spec.template")
+    if not template:
+        raise w.err("spec.template", "Required value")
+    tmeta = w.map(template.get("metadata"), "spec.template.metadata")
+    tlabels = w.labels(tmeta.get("labels"), "spec.template.metadata.labels")
+    raw_selector = w.map(spec.get("selector"), "spec.selector")
+    # As the API server does: an RC without a selector selects its template's labels.
+    selector = selector_from_api(raw_selector or tlabels, file=w.file, obj=w.obj, field="spec.selector")
+    if selector.empty():
+        raise w.err("spec.selector", "Required value: selector or template labels")
+    if not selector.matches(tlabels):
+        raise w.err("spec.template.metadata.labels", "`selector` does not match template `labels`",
+                    tlabels)
+    return ReplicationController(meta=meta, replicas=replicas, selector=selector,
+                                 template_labels=tlabels,
+                                 template=parse_pod_spec(template.get("spec"), w, "spec.template.spec"),
+                                 raw_template=template)
+
+
+def parse_service(doc: dict, w: _Where) -> Service:
+    meta = parse_meta(doc, w)
+    problem = check_dns_label(meta.name)
+    if problem:
+        # Services become DNS names, so their names are labels, not subdomains.
+        raise w.err("metadata.name", problem, meta.name)
+    spec = w.map(doc.get("spec"), "spec")
+    stype = w.str(spec.get("type"), "spec.type") or "ClusterIP"
+    if stype not in ("ClusterIP", "NodePort", "LoadBalancer"):
+        raise w.err("spec.type", 'supported values: "ClusterIP", "NodePort", "LoadBalancer"', stype)
+    raw_ports = w.list(spec.get("ports"), "spec.ports")
+    if not raw_ports:
+        raise w.err("spec.ports", "Required value")
+    ports: list[ServicePort] = []
+    seen: set = set()
+    for i, rp in enumerate(raw_ports):
+        ppath = f"spec.ports[{i}]"
+        rp = w.map(rp, ppath)
+        name = w.str(rp.get("name"), f"{ppath}.name")
+        if len(raw_ports) > 1 and not name:
+            raise w.err(f"{ppath}.name", "Required value: ports of a multi-port service must be named")
+        if name:
+            problem = check_dns_label(name, 15)
+            if problem:
+                raise w.err(f"{ppath}.name", problem, name)
+        port = w.int(rp.get("port"), f"{ppath}.port", 1, 65535, required=True)
+        proto = _protocol(rp.get("protocol"), f"{ppath}.protocol", w)
+        tp = rp.get("targetPort")
+        if isinstance(tp, int) and not isinstance(tp, bool):
+            w.int(tp, f"{ppath}.targetPort", 1, 65535)
+        elif tp is not None:
+            tp = w.str(tp, f"{ppath}.targetPort")
+            if tp.isdigit():
+                tp = int(tp)
+        for key, what in (((port, proto), "port"), ((name,), "name")):
+            if key in seen and key != ("",):
+                raise w.err(f"{ppath}.{what}", "Duplicate value", key[0])
+            seen.add(key)
+        node_port = w.int(rp.get("nodePort"), f"{ppath}.nodePort", 0, 65535)
+        if node_port and stype == "ClusterIP":
+            raise w.err(f"{ppath}.nodePort", "may not be used when `type` is 'ClusterIP'", node_port)
+        ports.append(ServicePort(port=port, name=name, protocol=proto, target_port=tp, node_port=node_port))
+    selector = spec.get("selector")
+    affinity = w.str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None"
+    if affinity not in ("None", "ClientIP"):
+        raise w.err("spec.sessionAffinity", 'supported values: "ClientIP", "None"', affinity)
+    cfg = w.map(w.map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig").get("clientIP"),
+                "spec.sessionAffinityConfig.clientIP")
+    timeout = w.int(cfg.get("timeoutSeconds"), "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    1, 86400, default=10800)
+    return Service(meta=meta, ports=ports,
+                   selector=w.labels(selector, "spec.selector") if selector is not None else None,
+                   type=stype, cluster_ip=w.str(spec.get("clusterIP"), "spec.clusterIP"),
+                   session_affinity=affinity, affinity_timeout=timeout,
+                   load_balancer_ip=w.str(spec.get("loadBalancerIP"), "spec.loadBalancerIP"),
+                   external_ips=w.strlist(spec.get("externalIPs"), "spec.externalIPs"))
+
+
+def parse_namespace(doc: dict, w: _Where) -> Namespace:
+    meta = parse_meta(doc, w, namespaced=False)
+    problem = check_dns_label(meta.name)
+    if problem:
+        raise w.err("metadata.name", problem, meta.name)
+    return Namespace(meta=meta)
+
+
+PARSERS = {"Namespace": parse_namespace, "Pod": parse_pod,
+           "ReplicationController": parse_rc, "Service": parse_service}
+
+
+def describe_obj(doc: Any) -> str:
+    if not isinstance(doc, dict):
+        return ""
+    md = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    return f"{doc.get('kind', '?')}/{md.get('name', '?')}"
+
+
+def parse_object(doc: Any, file: str, index: int = 0):
+    """Parse one manifest document into its object; raise a one-line InvalidError if it is wrong."""
+    if not isinstance(doc, dict):
+        raise InvalidError(f"document {index + 1} is not a mapping", file=file)
+    w = _Where(file, describe_obj(doc))
+    kind = doc.get("kind")
+    api = doc.get("apiVersion")
+    if not kind:
+        raise w.err("kind", "Required value")
+    if kind not in PARSERS:
+        raise w.err("kind", f"unknown kind (netlab knows {', '.join(sorted(PARSERS))})", kind)
+    if not api:
+        raise w.err("apiVersion", "Required value")
+    if api != KINDS[kind]:
+        raise w.err("apiVersion", f"{kind} is served as apiVersion {KINDS[kind]!r}", api)
+    return PARSERS[kind](doc, w)

@@ -1,0 +1,1 @@
+"""Packet and socket probes run inside lab namespaces, and the verify catalog."""

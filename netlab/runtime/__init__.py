@@ -1,0 +1,1 @@
+"""Processes: pod holders, containers, built-in workloads and the per-lab agent."""
