@@ -1,0 +1,124 @@
+"""Lab lifecycle: up, down, clean, list, status."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import LabOption, lab_name
+from .main import app
+from .output import table
+
+
+def _progress_printer():
+    """A rich progress bar on stderr when it is a terminal, one line per phase otherwise."""
+    import sys
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        last = {"phase": None}
+
+        def plain(phase: str, done: int, total: int) -> None:
+            if phase != last["phase"]:
+                print(f"  {phase} ...", file=sys.stderr, flush=True)
+                last["phase"] = phase
+        return plain, None
+    bar = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=max(total, 1))
+        bar.update(tasks[phase], completed=done, total=max(total, 1))
+    return update, bar
+
+
+@app.command()
+def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manifests) or one manifest file."),
+       name: Optional[str] = typer.Option(None, "--name", help="Lab name (default: lab.yaml's, or the directory's)."),
+       nodes: Optional[int] = typer.Option(None, "--nodes", min=1, max=250, help="Number of nodes."),
+       backend: Optional[str] = typer.Option(None, "--backend", help="Cross-node backend: vxlan or host-gw."),
+       proxy_mode: Optional[str] = typer.Option(None, "--proxy-mode", help="kube-proxy mode: iptables or userspace."),
+       timeout: float = typer.Option(60.0, help="Seconds to wait for every pod to serve."),
+       ) -> None:
+    """Build a lab: nodes, pods, the pod network, Services; returns when pods serve."""
+    from .. import engine
+
+    started = time.monotonic()
+    progress, bar = _progress_printer()
+    if bar is not None:
+        with bar:
+            cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
+                                proxy_mode=proxy_mode, progress=progress, wait=timeout)
+    else:
+        cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
+                            proxy_mode=proxy_mode, progress=progress, wait=timeout)
+    cfg = cluster.config
+    typer.echo(f"lab {cluster.name} is up in {time.monotonic() - started:.1f}s: "
+               f"{len(cluster.nodes)} nodes ({cfg.backend}), {len(cluster.pods)} pods, "
+               f"{len(cluster.services)} services, kube-proxy {cfg.proxy_mode} mode")
+    typer.echo(table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],
+                     [[n.name, n.internal_ip, n.pod_cidr, len(cluster.pods_on(n.name))] for n in cluster.nodes]))
+    typer.echo(f"\nnext: netlab get pods -o wide | netlab verify | netlab down {cluster.name}")
+
+
+@app.command()
+def down(lab: Optional[str] = typer.Argument(None, help="Lab name (default: the only running lab).")) -> None:
+    """Remove every trace of a lab: processes, namespaces, devices, rules, state."""
+    from .. import engine
+    name = lab_name(lab)
+    removed = engine.down(name)
+    typer.echo(f"lab {name} removed ({removed['namespaces']} namespaces, {removed['processes']} processes)")
+
+
+@app.command()
+def clean() -> None:
+    """Remove everything any netlab lab left on this machine (and nothing else)."""
+    from .. import engine
+    removed = engine.clean()
+    if not removed:
+        typer.echo("nothing to clean")
+    for r in removed:
+        typer.echo(f"removed lab {r['lab']} ({r['namespaces']} namespaces, {r['processes']} processes)")
+
+
+@app.command("list")
+def list_labs() -> None:
+    """List the labs on this machine."""
+    from .. import engine, state
+    from ..runtime import agent_client
+    rows = []
+    for name in engine.running_labs():
+        data = state.read_json(state.state_file(name)) or {}
+        spec = (data.get("lab") or {}).get("spec") or {}
+        pods = sum(1 for o in data.get("objects", []) if o.get("kind") == "Pod")
+        agent = "running" if agent_client.agent_pid(name) else "gone"
+        rows.append([name, len(spec.get("nodes", [])), pods, spec.get("backend", "?"),
+                     spec.get("proxyMode", "?"), agent, len(engine.lab_namespaces(name))])
+    typer.echo(table(["LAB", "NODES", "PODS", "BACKEND", "PROXY", "AGENT", "NETNS"], rows)
+               if rows else "no labs")
+
+
+@app.command()
+def status(lab: Optional[str] = LabOption) -> None:
+    """Is the lab healthy: agent alive, pods running, namespaces present."""
+    from .. import engine
+    from ..runtime import agent_client
+    name = lab_name(lab)
+    cluster = engine.load(name)
+    pid = agent_client.agent_pid(name)
+    pods = engine.pod_status(name)
+    running = sum(1 for k in cluster.pods if pods.get(k, {}).get("phase") == "Running")
+    missing = [n for n in (p.netns for p in cluster.nodes) if n not in engine.lab_namespaces(name)]
+    typer.echo(f"lab:    {name}")
+    typer.echo(f"agent:  {'running (pid %d)' % pid if pid else 'gone: restart it with `netlab agent restart`'}")
+    typer.echo(f"pods:   {running}/{len(cluster.pods)} running")
+    typer.echo(f"nodes:  {len(cluster.nodes) - len(missing)}/{len(cluster.nodes)} present"
+               + (f" (missing: {', '.join(missing)})" if missing else ""))
+    if not pid or missing or running < len(cluster.pods):
+        raise typer.Exit(1)

@@ -1,0 +1,237 @@
+"""The lab engine: bring a lab up, change it, take it down. The CLI is a thin layer over this.
+
+Every step of `up` is undone if a later one fails or the user presses Ctrl-C; `down` and
+`clean` find what to remove by netlab's marks (namespace names, the agent's environment),
+so they work without the lab's files and after a crash.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from . import state
+from .kernel import netns
+from .kernel.build import Builder
+from .model import names
+from .model.cluster import Cluster
+from .model.errors import NotFoundError, StateError
+from .model.loader import load_lab
+from .model.objects import Pod
+from .plan import network as netplan
+from .runtime import agent_client
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Timings:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def record(self, phase: str, started: float) -> float:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - started
+        return now
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise StateError("netlab builds network namespaces and needs root: run it with sudo")
+
+
+# ---------------------------------------------------------------------- discovery
+
+
+def running_labs() -> list[str]:
+    """Labs with state or with namespaces on this machine."""
+    labs = set(state.labs_with_state())
+    for name in netns.list_names(names.PREFIX):
+        lab = names.lab_of_netns(name)
+        if lab:
+            labs.add(lab)
+    return sorted(labs)
+
+
+def resolve_lab(lab: Optional[str]) -> str:
+    """The lab a command acts on: the one named, or the only one running."""
+    labs = running_labs()
+    if lab:
+        if lab not in labs:
+            raise NotFoundError(f'lab "{lab}" is not running' +
+                                (f" (running: {', '.join(labs)})" if labs else ""))
+        return lab
+    if not labs:
+        raise NotFoundError("no lab is running; start one with `netlab up LABDIR`")
+    if len(labs) > 1:
+        raise StateError(f"several labs are running ({', '.join(labs)}): choose one with --lab")
+    return labs[0]
+
+
+def load(lab: str) -> Cluster:
+    data = state.read_json(state.state_file(lab))
+    if data is None:
+        raise StateError(f'lab "{lab}" has no state (a crashed `up`?): remove it with `netlab down {lab}`')
+    return Cluster.from_state(data)
+
+
+def save(cluster: Cluster) -> None:
+    state.write_json(state.state_file(cluster.name), cluster.to_state())
+
+
+def pod_status(lab: str) -> dict:
+    return (state.read_json(state.status_file(lab)) or {}).get("pods", {})
+
+
+# ---------------------------------------------------------------------- up
+
+
+def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = None,
+       backend: Optional[str] = None, proxy_mode: Optional[str] = None,
+       progress: Progress = _no_progress, wait: float = 30.0,
+       timings: Optional[Timings] = None) -> Cluster:
+    """Build a lab from its directory. On any failure (or Ctrl-C) nothing is left behind."""
+    timings = timings or Timings()
+    t = time.perf_counter()
+    cluster = load_lab(path, name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode)
+    require_root()
+    lab = cluster.name
+    if lab in running_labs():
+        raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name')
+    t = timings.record("load", t)
+    try:
+        state.lab_dir(lab).mkdir(parents=True)
+        state.log_dir(lab).mkdir()
+        save(cluster)
+        build_network(cluster, progress, timings)
+        t = time.perf_counter()
+        sync_dataplane(cluster)
+        t = timings.record("rules", t)
+        progress("starting pods", 0, len(cluster.pods))
+        agent_client.start(lab)
+        t = timings.record("agent", t)
+        if wait:
+            wait_for_pods(cluster, wait, progress)
+        timings.record("pods", t)
+    except BaseException:
+        teardown(lab)
+        raise
+    return cluster
+
+
+def build_network(cluster: Cluster, progress: Progress = _no_progress,
+                  timings: Optional[Timings] = None) -> None:
+    timings = timings or Timings()
+    t = time.perf_counter()
+    infra = netplan.plan_infrastructure(cluster)
+    with Builder() as builder:
+        progress("building nodes", 0, len(cluster.nodes))
+        builder.apply(infra, create_netns=[p.netns for p in infra])
+        t = timings.record("nodes", t)
+        pods = list(cluster.pods.values())
+        for i in range(0, len(pods), 25):
+            add_pod_network(cluster, pods[i:i + 25], builder)
+            progress("wiring pods", min(i + 25, len(pods)), len(pods))
+        timings.record("pod network", t)
+
+
+def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:
+    plans, created = [], []
+    for pod in pods:
+        plans.extend(netplan.plan_pod(cluster, pod))
+        created.append(cluster.pod_netns(pod))
+        write_pod_files(cluster, pod)
+    builder.apply(plans, create_netns=created)
+    for ns in created:     # pods are many; don't hold a socket per pod open
+        builder.forget(ns)
+
+
+def write_pod_files(cluster: Cluster, pod: Pod) -> None:
+    """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts (and resolv.conf)."""
+    etc = state.ETC_NETNS / cluster.pod_netns(pod)
+    etc.mkdir(parents=True, exist_ok=True)
+    hostname = pod.spec.hostname or pod.meta.name
+    (etc / "hosts").write_text(
+        "# Kubernetes-managed hosts file (netlab).\n127.0.0.1\tlocalhost\n"
+        f"::1\tlocalhost ip6-localhost ip6-loopback\n{pod.pod_ip}\t{hostname}\n")
+    try:
+        from .model.dns import resolv_conf
+    except ImportError:      # cluster DNS not built yet: keep the host's resolver file
+        return
+    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
+
+
+def sync_dataplane(cluster: Cluster) -> None:
+    """kube-proxy's job on every node; a no-op until the Service data plane is present."""
+    try:
+        from . import dataplane
+    except ImportError:
+        return
+    dataplane.sync(cluster)
+
+
+def wait_for_pods(cluster: Cluster, timeout: float, progress: Progress = _no_progress) -> None:
+    deadline = time.monotonic() + timeout
+    total = len(cluster.pods)
+    while True:
+        status = pod_status(cluster.name)
+        serving = sum(1 for k in cluster.pods if status.get(k, {}).get("serving"))
+        progress("starting pods", serving, total)
+        if serving == total:
+            return
+        if time.monotonic() > deadline:
+            waiting = [k for k in cluster.pods if not status.get(k, {}).get("serving")]
+            raise StateError(f"{len(waiting)} pod(s) not serving after {timeout:.0f}s: "
+                             f"{', '.join(waiting[:5])}; see `netlab logs`")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- down / clean
+
+
+def lab_namespaces(lab: str) -> list[str]:
+    return netns.list_names(f"{names.PREFIX}{lab}.")
+
+
+def teardown(lab: str) -> dict:
+    """Remove every trace of one lab; absent pieces are fine. Returns what was removed."""
+    agent_client.stop(lab)
+    spaces = lab_namespaces(lab)
+    inodes = [i for i in (netns.inode(n) for n in spaces) if i]
+    killed = netns.kill_processes(inodes)
+    for pid in agent_client.marked_processes(lab):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    for name in spaces:
+        netns.delete(name)
+    for etc in state.ETC_NETNS.glob(f"{names.PREFIX}{lab}.*") if state.ETC_NETNS.exists() else []:
+        shutil.rmtree(etc, ignore_errors=True)
+    state.remove_lab_dir(lab)
+    return {"lab": lab, "namespaces": len(spaces), "processes": killed}
+
+
+def down(lab: str) -> dict:
+    require_root()
+    if lab not in running_labs():
+        raise NotFoundError(f'lab "{lab}" is not running')
+    return teardown(lab)
+
+
+def clean() -> list[dict]:
+    """Remove everything any netlab lab left on this machine, and nothing else."""
+    require_root()
+    removed = [teardown(lab) for lab in running_labs()]
+    for pid in agent_client.marked_processes():
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return removed

@@ -1,0 +1,239 @@
+"""Network namespaces: create, delete, find their processes, and open netlink handles in them.
+
+The main thread never leaves its namespace. A short-lived helper thread enters the target
+namespace (network namespaces are a per-thread attribute), opens a netlink socket there and
+hands back its file descriptor: about a millisecond, where forking a child costs ten.
+
+pyroute2 0.9 opens its sockets lazily and per thread, so an IPRoute made in the helper
+thread would silently open a *new* socket in the root namespace when used from the main
+thread. We therefore always pass it the already-open descriptor (`fileno=`), and check the
+socket's namespace before the handle is used.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Callable, Iterable, Optional, TypeVar
+
+from ..model.errors import LabError
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
+MNT_DETACH = 2
+NETLINK_ROUTE = 0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+class KernelError(LabError):
+    exit_code = 5
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def netns_path(name: str) -> str:
+    return os.path.join(NETNS_DIR, name)
+
+
+def host_netns_inode() -> int:
+    """The namespace netlab itself runs in: the host's, which a lab must never touch."""
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run fn in a throwaway thread (which may change its own namespaces) and return its result."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="netns-helper")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def enter(name: str) -> None:
+    """Move the *calling thread* (or a forked child) into a named namespace; it must exist."""
+    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
+    finally:
+        os.close(fd)
+
+
+def _ensure_netns_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does, so tools agree on it."""
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    # os.path.ismount() misses a bind mount of a directory onto itself; ask mountinfo.
+    if _is_mount_point(NETNS_DIR):
+        return
+    _check(_libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
+           "bind /run/netns")
+    _check(_libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+
+
+def _is_mount_point(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def create(name: str) -> None:
+    """Create a named network namespace; refuse if the name is taken."""
+    _ensure_netns_dir()
+    path = netns_path(name)
+
+    def make():
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        os.close(fd)
+        try:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare")
+            _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                   f"bind {path}")
+        except OSError:
+            os.unlink(path)
+            raise
+        # The new namespace's loopback starts down; every netlab namespace wants it up.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            import fcntl
+            import struct
+            ifreq = struct.pack("16sH14s", b"lo", 0, b"")
+            flags = struct.unpack("16sH14s", fcntl.ioctl(s, 0x8913, ifreq))[1]   # SIOCGIFFLAGS
+            fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", flags | 1, b""))  # SIOCSIFFLAGS IFF_UP
+
+    try:
+        in_thread(make)
+    except FileExistsError:
+        raise KernelError(f'network namespace "{name}" already exists') from None
+
+
+def delete(name: str) -> None:
+    """Remove a namespace's name. Devices go with it once no process holds it; absent is fine."""
+    path = netns_path(name)
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        err = ctypes.get_errno()
+        raise KernelError(f"cannot unmount {path}: {os.strerror(err)}")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(netns_path(name))
+
+
+def list_names(prefix: str = "") -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def inode(name: str) -> Optional[int]:
+    try:
+        return os.stat(netns_path(name)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def pids_in(inodes: Iterable[int]) -> dict[int, int]:
+    """pid -> netns inode for every process whose network namespace is one of `inodes`."""
+    wanted = set(inodes)
+    found = {}
+    if not wanted:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry}/ns/net").st_ino
+        except OSError:
+            continue
+        if ino in wanted:
+            found[int(entry)] = ino
+    return found
+
+
+def kill_processes(inodes: Iterable[int], grace: float = 1.0) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds, every process living in these namespaces."""
+    inodes = set(inodes)
+    pids = pids_in(inodes)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pids = {p: i for p, i in pids.items() if _alive(p)}
+    for pid in pids_in(inodes):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def open_netlink(name: str):
+    """An IPRoute whose socket lives in namespace `name` (which must exist), checked."""
+    from pyroute2 import IPRoute
+
+    root = host_netns_inode()
+    target = inode(name)
+    if target is None:
+        raise KernelError(f'network namespace "{name}" does not exist')
+    if target == root:
+        raise KernelError(f'refusing to work in "{name}": it is the host\'s root namespace')
+
+    def make_socket() -> int:
+        enter(name)
+        if os.stat("/proc/thread-self/ns/net").st_ino != target:
+            raise KernelError(f"could not enter network namespace {name}")
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+        return sock.detach()
+
+    return IPRoute(fileno=in_thread(make_socket))
+
+
+def write_sysctl(name: str, values: dict[str, str]) -> None:
+    """Write per-namespace sysctls (/proc/sys/net/...) from a thread inside the namespace."""
+    def write():
+        enter(name)
+        for key, value in values.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(str(value))
+    in_thread(write)
+
+
+def read_sysctl(name: str, key: str) -> str:
+    def read():
+        enter(name)
+        with open("/proc/sys/" + key.replace(".", "/")) as f:
+            return f.read().strip()
+    return in_thread(read)

@@ -1,0 +1,209 @@
+"""The desired network of a lab, namespace by namespace: devices, addresses, routes, neighbours.
+
+Pure: computed from the model, applied by netlab.kernel.build. The layout follows what a
+real cluster has on each machine:
+
+    underlay ns   br0 (the L2 segment between nodes, 192.168.56.1 = router), ul-* ports,
+                  inet0 towards the simulated internet, routes for the load-balancer pool
+    node ns       eth0 on the underlay, cni0 bridge (pod gateway), flannel.1 (vxlan backend),
+                  one veth* per pod on cni0
+    pod ns        eth0 (the other end of the pod's veth), default route via cni0's address
+    client ns     an outside client on the underlay (NodePort/LoadBalancer from outside)
+    internet ns   a host on a documentation range, reached through the underlay router
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..model import names
+from ..model.cluster import Cluster, Node
+from ..model.objects import Pod
+
+UNDERLAY_BRIDGE = "br0"
+POD_BRIDGE = "cni0"
+VXLAN_DEV = "flannel.1"
+VXLAN_OVERHEAD = 50
+INTERNET_UPLINK = "inet0"
+CLIENT_PORT = "ul-client"
+
+
+@dataclass
+class Link:
+    """A device to create in a namespace; a veth's peer end is created in `peer_netns`."""
+    name: str
+    kind: str                                  # bridge | veth | vxlan
+    peer: str = ""
+    peer_netns: str = ""
+    vxlan_id: int = 0
+    vxlan_local: str = ""
+    vxlan_port: int = 0
+    vxlan_dev: str = ""
+
+
+@dataclass
+class Device:
+    """How a device (created here, or arriving as a veth peer) is configured."""
+    name: str
+    mtu: Optional[int] = None
+    mac: str = ""
+    master: str = ""
+    hairpin: bool = False
+
+
+@dataclass
+class Route:
+    dst: str                                   # "default" or a CIDR
+    via: str = ""
+    dev: str = ""
+    onlink: bool = False
+    multipath: list[str] = field(default_factory=list)   # ECMP next hops
+
+
+@dataclass
+class Neighbour:
+    dev: str
+    ip: str
+    mac: str
+
+
+@dataclass
+class FdbEntry:
+    dev: str
+    mac: str
+    dst: str
+
+
+@dataclass
+class NsPlan:
+    netns: str
+    links: list[Link] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    addresses: list[tuple[str, str]] = field(default_factory=list)   # (dev, cidr)
+    routes: list[Route] = field(default_factory=list)
+    neighbours: list[Neighbour] = field(default_factory=list)
+    fdb: list[FdbEntry] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+def _prefixlen(cidr: str) -> int:
+    return ipaddress.ip_network(cidr).prefixlen
+
+
+def router_ip(cluster: Cluster) -> str:
+    return str(ipaddress.ip_network(cluster.config.underlay_cidr).network_address + 1)
+
+
+def client_ip(cluster: Cluster) -> str:
+    return str(ipaddress.ip_network(cluster.config.underlay_cidr).network_address + 2)
+
+
+def internet_router_ip(cluster: Cluster) -> str:
+    return str(ipaddress.ip_network(cluster.config.internet_cidr).network_address + 1)
+
+
+def internet_host_ip(cluster: Cluster) -> str:
+    """The simulated internet host (203.0.113.10 by default)."""
+    return str(ipaddress.ip_network(cluster.config.internet_cidr).network_address + 10)
+
+
+def pod_mtu(cluster: Cluster) -> int:
+    cfg = cluster.config
+    return cfg.mtu - VXLAN_OVERHEAD if cfg.backend == "vxlan" else cfg.mtu
+
+
+def plan_underlay(cluster: Cluster) -> NsPlan:
+    cfg = cluster.config
+    ns = names.underlay_netns(cluster.name)
+    plan = NsPlan(ns, sysctls={"net.ipv4.ip_forward": "1"})
+    plan.links.append(Link(UNDERLAY_BRIDGE, "bridge"))
+    plan.devices.append(Device(UNDERLAY_BRIDGE, mtu=cfg.mtu))
+    ports = [(names.uplink(n.name), n.netns) for n in cluster.nodes]
+    ports.append((CLIENT_PORT, names.client_netns(cluster.name)))
+    for port, peer_ns in ports:
+        plan.links.append(Link(port, "veth", peer="eth0", peer_netns=peer_ns))
+        plan.devices.append(Device(port, mtu=cfg.mtu, master=UNDERLAY_BRIDGE))
+    plan.links.append(Link(INTERNET_UPLINK, "veth", peer="eth0", peer_netns=names.internet_netns(cluster.name)))
+    plan.devices.append(Device(INTERNET_UPLINK, mtu=cfg.mtu))
+    plan.addresses.append((UNDERLAY_BRIDGE, f"{router_ip(cluster)}/{_prefixlen(cfg.underlay_cidr)}"))
+    plan.addresses.append((INTERNET_UPLINK, f"{internet_router_ip(cluster)}/{_prefixlen(cfg.internet_cidr)}"))
+    # A cloud load balancer in miniature: the pool is routed to every node (ECMP), and each
+    # node's kube-proxy rules pick the service's endpoints.
+    plan.routes.append(Route(cfg.lb_pool, multipath=[n.internal_ip for n in cluster.nodes]))
+    return plan
+
+
+def plan_client(cluster: Cluster) -> NsPlan:
+    cfg = cluster.config
+    plan = NsPlan(names.client_netns(cluster.name))
+    plan.devices.append(Device("eth0", mtu=cfg.mtu))
+    plan.addresses.append(("eth0", f"{client_ip(cluster)}/{_prefixlen(cfg.underlay_cidr)}"))
+    plan.routes.append(Route("default", via=router_ip(cluster)))
+    return plan
+
+
+def plan_internet(cluster: Cluster) -> NsPlan:
+    cfg = cluster.config
+    plan = NsPlan(names.internet_netns(cluster.name))
+    plan.devices.append(Device("eth0", mtu=cfg.mtu))
+    plan.addresses.append(("eth0", f"{internet_host_ip(cluster)}/{_prefixlen(cfg.internet_cidr)}"))
+    plan.routes.append(Route("default", via=internet_router_ip(cluster)))
+    return plan
+
+
+def plan_node(cluster: Cluster, node: Node) -> NsPlan:
+    cfg = cluster.config
+    plan = NsPlan(node.netns, sysctls={"net.ipv4.ip_forward": "1",
+                                       "net.bridge.bridge-nf-call-iptables": "1",
+                                       # kube-proxy needs route_localnet only for localhost
+                                       # NodePorts; conntrack must see bridged pod traffic.
+                                       "net.ipv4.conf.all.rp_filter": "0"})
+    plan.devices.append(Device("eth0", mtu=cfg.mtu))
+    plan.addresses.append(("eth0", f"{node.internal_ip}/{_prefixlen(cfg.underlay_cidr)}"))
+    plan.routes.append(Route("default", via=router_ip(cluster)))
+    plan.links.append(Link(POD_BRIDGE, "bridge"))
+    plan.devices.append(Device(POD_BRIDGE, mtu=pod_mtu(cluster)))
+    plan.addresses.append((POD_BRIDGE, f"{node.gateway}/{_prefixlen(node.pod_cidr)}"))
+    remotes = [n for n in cluster.nodes if n.name != node.name]
+    if cfg.backend == "vxlan":
+        # flannel's vxlan backend: no learning, everything programmed from the subnet lease.
+        plan.links.append(Link(VXLAN_DEV, "vxlan", vxlan_id=cfg.vxlan_vni, vxlan_local=node.internal_ip,
+                               vxlan_port=cfg.vxlan_port, vxlan_dev="eth0"))
+        plan.devices.append(Device(VXLAN_DEV, mtu=cfg.mtu - VXLAN_OVERHEAD, mac=node.vtep_mac))
+        plan.addresses.append((VXLAN_DEV, f"{node.vtep_ip}/32"))
+        for r in remotes:
+            plan.routes.append(Route(r.pod_cidr, via=r.vtep_ip, dev=VXLAN_DEV, onlink=True))
+            plan.neighbours.append(Neighbour(VXLAN_DEV, r.vtep_ip, r.vtep_mac))
+            plan.fdb.append(FdbEntry(VXLAN_DEV, r.vtep_mac, r.internal_ip))
+    elif cfg.backend == "host-gw":
+        for r in remotes:
+            plan.routes.append(Route(r.pod_cidr, via=r.internal_ip, dev="eth0"))
+    return plan
+
+
+def plan_pod(cluster: Cluster, pod: Pod) -> tuple[NsPlan, NsPlan]:
+    """(the node-side part: the veth on cni0, the pod's own namespace)."""
+    node = cluster.node(pod.spec.node_name)
+    pod_ns = cluster.pod_netns(pod)
+    host_end = names.host_veth(pod.meta.namespace, pod.meta.name)
+    mtu = pod_mtu(cluster)
+    node_part = NsPlan(node.netns,
+                       links=[Link(host_end, "veth", peer="eth0", peer_netns=pod_ns)],
+                       devices=[Device(host_end, mtu=mtu, master=POD_BRIDGE, hairpin=True)])
+    pod_part = NsPlan(pod_ns, devices=[Device("eth0", mtu=mtu)],
+                      addresses=[("eth0", f"{pod.pod_ip}/{_prefixlen(node.pod_cidr)}")],
+                      routes=[Route("default", via=node.gateway)])
+    return node_part, pod_part
+
+
+def plan_infrastructure(cluster: Cluster) -> list[NsPlan]:
+    """Everything but the pods: underlay, outside client, internet and the nodes."""
+    return ([plan_underlay(cluster), plan_client(cluster), plan_internet(cluster)]
+            + [plan_node(cluster, n) for n in cluster.nodes])
+
+
+def lab_netns(cluster: Cluster) -> list[str]:
+    return ([names.underlay_netns(cluster.name), names.client_netns(cluster.name),
+             names.internet_netns(cluster.name)] + [n.netns for n in cluster.nodes]
+            + [cluster.pod_netns(p) for p in cluster.pods.values()])

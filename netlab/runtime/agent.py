@@ -1,0 +1,330 @@
+"""The per-lab agent: supervises pod holders and container processes, like a kubelet.
+
+Started by `netlab up`, stopped by `netlab down`. Single-threaded on purpose: it forks
+pods and containers, and forking a threaded process is asking for deadlocks. It reads the
+desired pods from state.json, publishes what runs in status.json, and answers commands on a
+Unix socket (one JSON line in, one JSON line out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import state
+from ..model.cluster import Cluster
+from ..model.objects import Pod
+from . import nsops, pods as podproc
+
+RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
+RESTART_BACKOFF_START = 10.0
+
+
+@dataclass
+class ContainerRun:
+    name: str
+    shim: int = 0
+    state: str = "Waiting"          # Waiting | Running | Terminated
+    reason: str = "ContainerCreating"
+    exit_code: Optional[int] = None
+    restarts: int = 0
+    started: float = 0.0
+    next_start: float = 0.0         # back-off deadline while waiting to restart
+    env: dict = field(default_factory=dict)   # as set at start: `exec` gives the same one
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "pid": self.shim, "state": self.state, "reason": self.reason,
+                "exitCode": self.exit_code, "restartCount": self.restarts, "startedAt": self.started,
+                "env": self.env}
+
+
+@dataclass
+class PodRun:
+    key: str
+    holder: int = 0
+    containers: dict[str, ContainerRun] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)     # declared TCP ports, to see them serve
+
+    def event(self, reason: str, message: str, kind: str = "Normal") -> None:
+        self.events.append({"time": time.time(), "type": kind, "reason": reason, "message": message})
+        del self.events[:-50]
+
+
+def _listening_ports(holder: int) -> set[int]:
+    """TCP ports in LISTEN inside the pod: /proc/<pid>/net/tcp shows the pod's netns."""
+    found = set()
+    try:
+        with open(f"/proc/{holder}/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[3] == "0A":
+                    found.add(int(parts[1].rsplit(":", 1)[1], 16))
+    except (OSError, StopIteration):
+        pass
+    return found
+
+
+class Agent:
+    def __init__(self, lab: str):
+        self.lab = lab
+        self.cluster: Optional[Cluster] = None
+        self.pods: dict[str, PodRun] = {}
+        self.by_pid: dict[int, tuple[str, str]] = {}    # shim or holder pid -> (pod key, container)
+        self.running = True
+        self.dirty = True
+
+    # ---------------------------------------------------------------- pods
+
+    def load(self) -> None:
+        self.cluster = Cluster.from_state(state.read_json(state.state_file(self.lab)))
+
+    def sync(self) -> None:
+        """Make the running pods match state.json: start new ones, stop vanished ones."""
+        self.load()
+        desired = self.cluster.pods
+        for key in [k for k in self.pods if k not in desired]:
+            self.stop_pod(key)
+        for key, pod in desired.items():
+            if key not in self.pods:
+                self.start_pod(pod)
+        self.dirty = True
+
+    def start_pod(self, pod: Pod) -> None:
+        run = PodRun(pod.meta.key, ports=sorted({p.container_port for c in pod.spec.containers
+                                                  for p in c.ports if p.protocol == "TCP"}))
+        self.pods[pod.meta.key] = run
+        netns = self.cluster.pod_netns(pod)
+        etc_dir = str(state.ETC_NETNS / netns)
+        log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
+        try:
+            run.holder = podproc.spawn_holder(f"/run/netns/{netns}", pod.spec.hostname or pod.meta.name,
+                                              etc_dir, str(log))
+        except (OSError, RuntimeError) as exc:
+            run.event("FailedCreatePodSandBox", str(exc), "Warning")
+            return
+        self.by_pid[run.holder] = (run.key, "")
+        run.event("Scheduled", f"Successfully assigned {pod.meta.key} to {pod.spec.node_name}")
+        for c in pod.spec.containers:
+            run.containers[c.name] = ContainerRun(c.name)
+            self.start_container(pod, run, c.name)
+
+    def start_container(self, pod: Pod, run: PodRun, name: str) -> None:
+        from . import workloads
+        from ..model.envvars import container_env
+        container = next(c for c in pod.spec.containers if c.name == name)
+        cr = run.containers[name]
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOSTNAME": pod.spec.hostname or pod.meta.name}
+        env.update(container_env(self.cluster, pod, container))
+        argv = workloads.resolve(container.image, container.command, container.args,
+                                 [(p.container_port, p.protocol, p.name) for p in container.ports], env)
+        log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, name)
+        try:
+            cr.shim = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin)
+        except OSError as exc:
+            cr.state, cr.reason = "Waiting", "CreateContainerError"
+            run.event("Failed", f"Error: {exc}", "Warning")
+            return
+        self.by_pid[cr.shim] = (run.key, name)
+        cr.env = env
+        cr.state, cr.reason, cr.started, cr.exit_code = "Running", "", time.time(), None
+        run.event("Started", f"Started container {name}")
+        self.dirty = True
+
+    def stop_pod(self, key: str) -> None:
+        run = self.pods.pop(key, None)
+        if run is None:
+            return
+        pids = [c.shim for c in run.containers.values() if c.state == "Running"] + [run.holder]
+        for pid in pids:
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for pid in pids:
+            self.by_pid.pop(pid, None)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            owner = self.by_pid.pop(pid, None)
+            if owner is None:
+                continue
+            key, name = owner
+            run = self.pods.get(key)
+            if run is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            if not name:
+                run.event("SandboxChanged", f"Pod sandbox exited with {code}", "Warning")
+                run.holder = 0
+                continue
+            cr = run.containers[name]
+            cr.state, cr.exit_code, cr.shim = "Terminated", code, 0
+            cr.reason = "Completed" if code == 0 else "Error"
+            run.event("Died" if code else "Completed", f"Container {name} exited with code {code}",
+                      "Warning" if code else "Normal")
+            self._maybe_restart(run, cr, code)
+            self.dirty = True
+
+    def _maybe_restart(self, run: PodRun, cr: ContainerRun, code: int) -> None:
+        pod = self.cluster.pods.get(run.key)
+        if pod is None or not run.holder:
+            return
+        policy = pod.spec.restart_policy
+        if policy == "Never" or (policy == "OnFailure" and code == 0):
+            return
+        # kubelet's back-off: 10s, 20s, 40s ... capped at 5 minutes; reset after a long run.
+        ran_for = time.time() - cr.started
+        delay = 0.0 if ran_for > RESTART_BACKOFF_MAX or cr.restarts == 0 else \
+            min(RESTART_BACKOFF_START * 2 ** (cr.restarts - 1), RESTART_BACKOFF_MAX)
+        cr.next_start = time.time() + delay
+        cr.state, cr.reason = "Waiting", "CrashLoopBackOff" if delay else "Restarting"
+
+    def restart_due(self) -> None:
+        now = time.time()
+        for run in list(self.pods.values()):
+            for cr in run.containers.values():
+                if cr.state == "Waiting" and cr.next_start and cr.next_start <= now:
+                    pod = self.cluster.pods.get(run.key)
+                    cr.next_start = 0.0
+                    cr.restarts += 1
+                    if pod is not None and run.holder:
+                        self.start_container(pod, run, cr.name)
+
+    # ---------------------------------------------------------------- status
+
+    def pod_status(self, run: PodRun) -> dict:
+        containers = [c.to_json() for c in run.containers.values()]
+        states = [c.state for c in run.containers.values()]
+        if not run.holder:
+            phase = "Pending" if not states or "Running" not in states else "Unknown"
+        elif states and all(s == "Running" for s in states):
+            phase = "Running"
+        elif states and all(s == "Terminated" for s in states):
+            phase = "Succeeded" if all(c.exit_code == 0 for c in run.containers.values()) else "Failed"
+        else:
+            phase = "Running" if "Running" in states else "Pending"
+        listening = _listening_ports(run.holder) if run.holder else set()
+        serving = all(p in listening for p in run.ports)
+        ready = phase == "Running" and all(s == "Running" for s in states)
+        return {"phase": phase, "ready": ready, "serving": serving and ready, "holderPid": run.holder,
+                "containers": containers, "events": run.events}
+
+    def publish(self) -> dict:
+        status = {"agentPid": os.getpid(), "updated": time.time(),
+                  "pods": {k: self.pod_status(r) for k, r in self.pods.items()}}
+        state.write_json(state.status_file(self.lab), status)
+        self.dirty = False
+        return status
+
+    # ---------------------------------------------------------------- loop
+
+    def handle(self, request: dict) -> dict:
+        cmd = request.get("cmd")
+        if cmd == "sync":
+            self.sync()
+            return {"ok": True, "status": self.publish()}
+        if cmd == "status":
+            return {"ok": True, "status": self.publish()}
+        if cmd == "stop":
+            self.running = False
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def serve(self) -> int:
+        nsops.set_child_subreaper()
+        sock_path = state.agent_socket(self.lab)
+        try:
+            sock_path.unlink()
+        except FileNotFoundError:
+            pass
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(sock_path))
+        os.chmod(sock_path, 0o600)
+        server.listen(16)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        state.agent_pidfile(self.lab).write_text(str(os.getpid()))
+        self.sync()
+        self.publish()
+        last_publish = time.monotonic()
+        while self.running:
+            readable, _, _ = select.select([server, wake_r], [], [], 0.25)
+            if wake_r in readable:
+                os.read(wake_r, 4096)
+            self.reap()
+            self.restart_due()
+            if server in readable:
+                self._answer(server)
+            # Re-publish now and then: "serving" changes without any event we would see.
+            if self.dirty or time.monotonic() - last_publish > 1.0:
+                self.publish()
+                last_publish = time.monotonic()
+        self.shutdown()
+        return 0
+
+    def _on_term(self, *_):
+        self.running = False
+
+    def _answer(self, server: socket.socket) -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            try:
+                reply = self.handle(json.loads(data or b"{}"))
+            except Exception as exc:  # one bad request must not take the lab's agent down
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def shutdown(self) -> None:
+        for key in list(self.pods):
+            self.stop_pod(key)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    time.sleep(0.02)
+            except ChildProcessError:
+                break
+        try:
+            state.agent_socket(self.lab).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="netlab-agent", description="netlab's per-lab agent")
+    parser.add_argument("--lab", required=True)
+    args = parser.parse_args(argv)
+    return Agent(args.lab).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
