@@ -1,0 +1,125 @@
+"""What the built-in servers share: log lines, servers that survive bad clients, termination."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+from typing import Callable
+
+# How long serve_forever() sleeps between checks for a stop request (bounds stop latency).
+POLL_INTERVAL = 0.2
+# A client that connects and then says nothing is dropped after this long.
+IDLE_TIMEOUT = 30.0
+
+_TERMINATION = {signal.SIGTERM, signal.SIGINT}
+
+
+def log(line: str, *, fd: int = 1) -> None:
+    """Write one line to the container log (stdout, or stderr with fd=2).
+
+    os.write of a whole line: lines from different threads never interleave, and nothing waits
+    in a Python buffer. A broken log must not take the server down, so errors are dropped.
+    """
+    data = (line.rstrip("\n") + "\n").encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
+def peer(address: tuple) -> str:
+    """'ip:port' of a socket address, as agnhost's /clientip prints it."""
+    return f"{address[0]}:{address[1]}"
+
+
+def hold_termination_signals() -> None:
+    """Queue SIGTERM and SIGINT for wait_for_termination() instead of dying on them.
+
+    Call before starting any thread: threads inherit the blocked mask, so the kernel cannot
+    hand the signal to a worker thread and kill the process with a non-zero status.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # an inherited SIG_IGN would discard it
+    signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATION)
+
+
+def wait_for_termination() -> None:
+    """Block until SIGTERM or SIGINT (held by hold_termination_signals) arrives."""
+    signum = signal.sigwait(_TERMINATION)
+    log(f"received {signal.Signals(signum).name}, exiting")
+
+
+class _SurviveErrors:
+    """Mixin: a client that vanishes or misbehaves costs one log line, not a traceback."""
+
+    def handle_error(self, request, client_address) -> None:
+        log(f"{peer(client_address)} error: {sys.exc_info()[1]!r}", fd=2)
+
+
+class HTTPServer(_SurviveErrors, ThreadingHTTPServer):
+    proto = "http"
+    daemon_threads = True  # stopping never waits for a slow client
+
+    def server_bind(self) -> None:
+        # http.server would call socket.getfqdn() here, a reverse DNS lookup that stalls
+        # start-up while the pod's DNS is not up yet.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = socket.gethostname()
+        self.server_port = self.server_address[1]
+
+
+class UDPServer(_SurviveErrors, socketserver.UDPServer):
+    proto = "udp"
+
+
+class ServerGroup:
+    """Servers that each run on a daemon thread and are stopped together."""
+
+    def __init__(self, servers: list[socketserver.BaseServer]) -> None:
+        self.servers = servers
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> ServerGroup:
+        for server in self.servers:
+            host, port = server.server_address[:2]
+            thread = threading.Thread(target=server.serve_forever, args=(POLL_INTERVAL,),
+                                      name=f"{server.proto}:{port}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            log(f"serving {server.proto} on {host}:{port}")
+        return self
+
+    def address(self, proto: str) -> tuple[str, int]:
+        """(host, port) of the first server speaking `proto` ('http' or 'udp')."""
+        server = next(s for s in self.servers if s.proto == proto)
+        return server.server_address[:2]
+
+    def stop(self) -> None:
+        """Stop every server (at most about POLL_INTERVAL) and close its socket."""
+        started = self.servers[:len(self._threads)]  # shutdown() of an idle server never returns
+        # shutdown() waits for its server's loop to notice; wait for all of them at once.
+        stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in started]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        for server in self.servers:
+            server.server_close()
+        self._threads.clear()
+
+
+def bind_all(factories: list[Callable[[], socketserver.BaseServer]]) -> ServerGroup:
+    """Create every server (each factory binds one); if one fails, close the ones already bound."""
+    servers: list[socketserver.BaseServer] = []
+    try:
+        for factory in factories:
+            servers.append(factory())
+    except BaseException:
+        for server in servers:
+            server.server_close()
+        raise
+    return ServerGroup(servers)
