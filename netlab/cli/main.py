@@ -13,7 +13,7 @@ app = typer.Typer(
     name="netlab", no_args_is_help=True, add_completion=False,
     help="Build a real Kubernetes network on this machine out of kernel objects, and prove it "
          "with packets. Most commands need root.",
-    context_settings={"help_option_names": ["-h", "--help"]})
+    context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
 
 VERBOSE = {"on": False}
 
@@ -35,9 +35,11 @@ def _register() -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: user errors become one line on stderr and a distinct exit code."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone mode: usage errors print click's usage message and exit 2 by themselves.
+        app(args=argv, prog_name="netlab")
     except LabError as exc:
         if VERBOSE["on"]:
             traceback.print_exc()
@@ -46,21 +48,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except OSError as exc:
         if VERBOSE["on"]:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        print(f"error: {exc} (run with -v for the traceback)", file=sys.stderr)
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -319,7 +319,13 @@ class Agent:
             pass
 
 
+def _preload_workloads() -> None:
+    """Import the built-in workloads once, so each forked container starts without imports."""
+    from .workloads import guestbook, netexec, pause  # noqa: F401
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    _preload_workloads()
     parser = argparse.ArgumentParser(prog="netlab-agent", description="netlab's per-lab agent")
     parser.add_argument("--lab", required=True)
     args = parser.parse_args(argv)

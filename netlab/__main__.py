@@ -1,0 +1,4 @@
+"""`python -m netlab` is the `netlab` command."""
+from netlab.cli.main import main
+
+main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up this machine for netlab: Debian packages, a virtual environment in .venv, netlab in it.
+# Idempotent: a second run only checks. Needs root (apt-get, and netlab itself needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (sudo $0)" >&2
+  exit 1
+fi
+
+# What netlab drives: iproute2 (ip, bridge), the legacy iptables backend (kube-proxy's rules
+# are applied with iptables-legacy-restore), util-linux (nsenter), and the real daemons pods
+# run: dnsmasq (kube-dns's cache), redis-server (the guestbook), iperf3 (throughput).
+# mininet is only for the benchmarks' comparison runs.
+PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base redis-server
+          redis-tools iperf3 tcpdump python3 python3-venv)
+BENCH_PACKAGES=(mininet)
+
+missing=()
+for p in "${PACKAGES[@]}" ${NETLAB_BENCH:+"${BENCH_PACKAGES[@]}"}; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# redis-server's package starts a system-wide redis; netlab runs its own inside pods only.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import netlab, pyroute2, iptc, scapy, typer, dnslib, pytest" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v -e '^WARNING: Location' -e 'is ignored' || true
+  .venv/bin/python -c "import netlab, pyroute2, iptc, scapy, typer, dnslib, pytest"
+  touch .venv/.installed
+fi
+echo "setup: ok ($(.venv/bin/python --version), netlab at .venv/bin/netlab)"
