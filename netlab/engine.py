@@ -235,3 +235,146 @@ def clean() -> list[dict]:
         except ProcessLookupError:
             pass
     return removed
+
+
+# ---------------------------------------------------------------------- live changes
+
+
+def _replace_service(cluster: Cluster, new) -> None:
+    """kubectl apply on an existing Service: keep its ClusterIP and nodePorts unless changed."""
+    from .model.errors import LabError
+    old = cluster.services[new.meta.key]
+    if not new.cluster_ip:
+        new.cluster_ip = old.cluster_ip
+    if new.type == old.type:
+        for port in new.ports:
+            before = next((p for p in old.ports if (p.name, p.port) == (port.name, port.port)), None)
+            if before and not port.node_port:
+                port.node_port = before.node_port
+        if not new.load_balancer_ip:
+            new.load_balancer_ip = old.load_balancer_ip
+    cluster.remove_service(old.meta.key)
+    try:
+        cluster.admit([new])
+    except LabError:
+        cluster.service_alloc.restore(old)
+        cluster.services[old.meta.key] = old
+        raise
+
+
+def apply(lab: str, objects: list) -> list[str]:
+    """Create or update objects in a running lab; on a bad object the lab stays as it was.
+
+    Returns kubectl-style lines ("service/frontend created").
+    """
+    from .model.errors import InvalidError
+    from .model.objects import ReplicationController, Service
+    require_root()
+    cluster = load(lab)
+    snapshot = cluster.snapshot()
+    before = set(cluster.pods)
+    results = []
+    try:
+        fresh = []
+        for obj in objects:
+            if isinstance(obj, Service) and obj.meta.key in cluster.services:
+                _replace_service(cluster, obj)
+                results.append(f"service/{obj.meta.name} configured")
+            elif isinstance(obj, ReplicationController) and obj.meta.key in cluster.rcs:
+                cluster.rcs[obj.meta.key] = obj
+                _scale_to(cluster, obj)
+                results.append(f"replicationcontroller/{obj.meta.name} configured")
+            elif isinstance(obj, Pod) and obj.meta.key in cluster.pods:
+                raise InvalidError("a pod's spec is immutable here: delete the pod and apply it again",
+                                   file=obj.meta.source, obj=f"Pod/{obj.meta.name}", field="spec")
+            else:
+                fresh.append(obj)
+        cluster.admit(fresh)
+        results += [f"{o.kind.lower()}/{o.meta.name} created" for o in fresh]
+    except BaseException:
+        cluster.restore(snapshot)
+        raise
+    _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
+              removed=[k for k in before if k not in cluster.pods])
+    return results
+
+
+def _scale_to(cluster: Cluster, rc) -> None:
+    """The replication manager's job: create or delete pods until `replicas` match."""
+    mine = cluster.rc_pods(rc)
+    for pod in mine[rc.replicas:][::-1] if len(mine) > rc.replicas else []:
+        cluster.remove_pod(pod.meta.key)
+    cluster.reconcile_rc(rc)
+
+
+def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[str]:
+    from .model.objects import ReplicationController
+    require_root()
+    cluster = load(lab)
+    snapshot = cluster.snapshot()
+    before = set(cluster.pods)
+    results = []
+    if kind == "services":
+        cluster.service(name, namespace)
+        cluster.remove_service(f"{namespace}/{name}")
+        results.append(f'service "{name}" deleted')
+    elif kind == "rcs":
+        key = f"{namespace}/{name}"
+        rc = cluster.rcs.get(key)
+        if rc is None:
+            raise NotFoundError(f'replicationcontrollers "{name}" not found in namespace "{namespace}"')
+        for pod in cluster.rc_pods(rc):
+            cluster.remove_pod(pod.meta.key)
+        del cluster.rcs[key]
+        results.append(f'replicationcontroller "{name}" deleted')
+    elif kind == "pods":
+        pod = cluster.pod(name, namespace)
+        cluster.remove_pod(pod.meta.key)
+        results.append(f'pod "{name}" deleted')
+        # Its controller notices at once and makes a replacement with a new name and IP.
+        for rc in cluster.rcs.values():
+            if rc.meta.namespace == namespace and rc.selector.matches(pod.meta.labels):
+                cluster.reconcile_rc(rc)
+    elif kind == "namespaces":
+        if name in ("default", "kube-system"):
+            raise StateError(f'namespace "{name}" cannot be deleted')
+        if name not in cluster.namespaces:
+            raise NotFoundError(f'namespaces "{name}" not found')
+        for key in [k for k in cluster.pods if k.startswith(name + "/")]:
+            cluster.remove_pod(key)
+        for key in [k for k in cluster.services if k.startswith(name + "/")]:
+            cluster.remove_service(key)
+        for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
+            del cluster.rcs[key]
+        del cluster.namespaces[name]
+        results.append(f'namespace "{name}" deleted')
+    else:
+        raise StateError(f"cannot delete {kind}")
+    _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
+              removed=[k for k in before if k not in cluster.pods])
+    return results
+
+
+def _converge(cluster: Cluster, snapshot: dict, added: list[Pod], removed: list[str]) -> None:
+    """Make the kernel and the agent follow a changed cluster: new pods wired, gone pods
+    unwired, rules re-synced on every node. If wiring fails, the previous state returns."""
+    old = Cluster.from_state(snapshot)
+    try:
+        with Builder() as builder:
+            add_pod_network(cluster, added, builder)
+    except BaseException:
+        for pod in added:
+            netns.delete(cluster.pod_netns(pod))
+        raise
+    save(cluster)
+    if agent_client.agent_pid(cluster.name):
+        agent_client.request(cluster.name, "sync")      # stops removed pods, starts new ones
+    for key in removed:
+        gone = old.pods[key]
+        ns = old.pod_netns(gone)
+        ino = netns.inode(ns)
+        if ino:
+            netns.kill_processes([ino])
+        netns.delete(ns)
+        shutil.rmtree(state.ETC_NETNS / ns, ignore_errors=True)
+    sync_dataplane(cluster)

@@ -5,11 +5,12 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from .errors import InvalidError
-from .names import check_dns_label, validate_lab_name
+from .names import check_dns_label, check_dns_subdomain, validate_lab_name
 
 BACKENDS = ("vxlan", "host-gw")
-PROXY_MODES = ("iptables", "userspace")
+PROXY_MODES = ("iptables",)   # userspace mode: not built yet (issue 6)
 LAB_API_VERSIONS = ("netlab/v1",)
+SPEC_FIELDS = ("nodes", "backend", "proxyMode", "network")
 
 
 @dataclass
@@ -95,6 +96,9 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     if not isinstance(md, dict) or not isinstance(spec, dict):
         raise _err(file, "spec", "metadata and spec must be mappings")
     name = validate_lab_name(name_override or str(md.get("name") or default_name), file=file)
+    for key in spec:
+        if key not in SPEC_FIELDS:
+            raise _err(file, f"spec.{key}", f"unknown field (known: {', '.join(SPEC_FIELDS)})")
 
     raw_nodes = spec.get("nodes", 2) if nodes_override is None else nodes_override
     nodes: list[NodeSpec] = []
@@ -140,45 +144,60 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, source=file)
     p = "spec.network."
     cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")
+    if cluster.prefixlen > 28:
+        # Node subnets are /29 at the smallest and the first one is never used (as flannel's
+        # SubnetMin), so even one node needs a /28.
+        raise _err(file, p + "clusterCIDR", "too small: must be a /28 or larger", str(cluster))
     prefix = _int(net.get("nodeSubnetPrefix", cfg.node_prefix), file, p + "nodeSubnetPrefix",
-                  cluster.prefixlen + 1 if cluster.prefixlen < 30 else 30, 29)
+                  cluster.prefixlen + 1, 29)
     service = _net(net.get("serviceCIDR", cfg.service_cidr), file, p + "serviceCIDR")
     underlay = _net(net.get("underlayCIDR", cfg.underlay_cidr), file, p + "underlayCIDR")
     lb_pool = _net(net.get("loadBalancerPool", cfg.lb_pool), file, p + "loadBalancerPool")
     internet = _net(net.get("internetCIDR", cfg.internet_cidr), file, p + "internetCIDR")
-    offset = _int(net.get("nodeIPOffset", cfg.node_ip_offset), file, p + "nodeIPOffset", 1, 250)
+    # .1 is the underlay router and .2 the outside client: node 1 starts at .offset+1 >= .3.
+    offset = _int(net.get("nodeIPOffset", cfg.node_ip_offset), file, p + "nodeIPOffset", 2, 250)
     dns_ip = str(net.get("dnsServiceIP", cfg.dns_ip))
     try:
-        if ipaddress.ip_address(dns_ip) not in service:
-            raise _err(file, p + "dnsServiceIP", f"must be inside serviceCIDR {service}", dns_ip)
+        dns_addr = ipaddress.IPv4Address(dns_ip)
     except ValueError:
         raise _err(file, p + "dnsServiceIP", "not a valid IPv4 address", dns_ip) from None
+    if dns_addr not in service:
+        raise _err(file, p + "dnsServiceIP", f"must be inside serviceCIDR {service}", dns_ip)
+    if dns_addr in (service.network_address, service.network_address + 1, service.broadcast_address):
+        raise _err(file, p + "dnsServiceIP", f"must not be the network, broadcast or first address "
+                   f"of serviceCIDR {service} (the first is the kubernetes service's)", dns_ip)
+    dns_domain = str(net.get("dnsDomain", cfg.dns_domain))
+    problem = check_dns_subdomain(dns_domain)
+    if problem:
+        raise _err(file, p + "dnsDomain", problem, dns_domain)
     npr = str(net.get("nodePortRange", "30000-32767"))
     try:
         lo, hi = (int(x) for x in npr.split("-"))
-        assert 1 <= lo <= hi <= 65535
-    except (ValueError, AssertionError):
-        raise _err(file, p + "nodePortRange", "must look like 30000-32767", npr) from None
+    except ValueError:
+        lo = hi = 0
+    if not 1 <= lo <= hi <= 65535:
+        raise _err(file, p + "nodePortRange", "must look like 30000-32767", npr)
 
     for (a_name, a), (b_name, b) in _pairs([("clusterCIDR", cluster), ("serviceCIDR", service),
                                             ("underlayCIDR", underlay), ("internetCIDR", internet),
                                             ("loadBalancerPool", lb_pool)]):
         if a.overlaps(b):
             raise _err(file, p + b_name, f"overlaps {a_name} {a}", str(b))
-    subnets = 2 ** (prefix - cluster.prefixlen)
+    # Node i gets subnet i (node1: 10.244.1.0/24); subnet 0 is never handed out.
+    subnets = 2 ** (prefix - cluster.prefixlen) - 1
     if len(nodes) > subnets:
         raise _err(file, "spec.nodes", f"{len(nodes)} nodes do not fit: clusterCIDR {cluster} has "
-                   f"only {subnets} /{prefix} node subnets")
+                   f"only {subnets} usable /{prefix} node subnets (the first is not used)")
     # Node addresses .offset+1 .. must stay inside the underlay, leaving room for the
     # router (.1) and the outside client (.2).
     last_node = int(underlay.network_address) + offset + len(nodes)
-    if offset < 2 or last_node >= int(underlay.broadcast_address):
+    if last_node >= int(underlay.broadcast_address):
         raise _err(file, "spec.nodes", f"{len(nodes)} nodes from offset {offset} do not fit in "
                    f"underlay {underlay}")
 
     cfg.cluster_cidr, cfg.node_prefix = str(cluster), prefix
     cfg.service_cidr, cfg.dns_ip = str(service), dns_ip
-    cfg.dns_domain = str(net.get("dnsDomain", cfg.dns_domain))
+    cfg.dns_domain = dns_domain
     cfg.underlay_cidr, cfg.node_ip_offset = str(underlay), offset
     cfg.nodeport_range = (lo, hi)
     cfg.lb_pool, cfg.internet_cidr = str(lb_pool), str(internet)

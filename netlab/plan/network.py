@@ -155,9 +155,12 @@ def plan_internet(cluster: Cluster) -> NsPlan:
 def plan_node(cluster: Cluster, node: Node) -> NsPlan:
     cfg = cluster.config
     plan = NsPlan(node.netns, sysctls={"net.ipv4.ip_forward": "1",
+                                       # Bridged pod-to-pod traffic must traverse iptables,
+                                       # or a pod's reply to a ClusterIP client skips the
+                                       # reverse NAT (kube-proxy requires br_netfilter).
                                        "net.bridge.bridge-nf-call-iptables": "1",
-                                       # kube-proxy needs route_localnet only for localhost
-                                       # NodePorts; conntrack must see bridged pod traffic.
+                                       # kube-proxy sets this so NodePorts answer on 127.0.0.1.
+                                       "net.ipv4.conf.all.route_localnet": "1",
                                        "net.ipv4.conf.all.rp_filter": "0"})
     plan.devices.append(Device("eth0", mtu=cfg.mtu))
     plan.addresses.append(("eth0", f"{node.internal_ip}/{_prefixlen(cfg.underlay_cidr)}"))

@@ -1,0 +1,97 @@
+"""Changing a running lab (apply, delete, scale) and looking at kube-proxy's rules."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import LabOption, NamespaceOption, lab_name
+from .main import app
+from .output import table
+
+
+@app.command("apply")
+def apply_(filename: Path = typer.Option(..., "--filename", "-f", help="Manifest file or directory."),
+           lab: Optional[str] = LabOption) -> None:
+    """Create or update Pods, RCs, Services and Namespaces in a running lab."""
+    from .. import engine
+    from ..model.loader import load_objects
+    name = lab_name(lab)
+    for line in engine.apply(name, load_objects(filename)):
+        typer.echo(line)
+
+
+@app.command()
+def delete(kind: str = typer.Argument(..., help="pod, svc, rc or namespace."),
+           name: str = typer.Argument(...), lab: Optional[str] = LabOption,
+           namespace: str = NamespaceOption) -> None:
+    """Delete an object; endpoints and every node's rules follow."""
+    from .. import engine
+    from .get_cmds import _resource
+    for line in engine.delete(lab_name(lab), _resource(kind), name, namespace):
+        typer.echo(line)
+
+
+@app.command()
+def scale(kind: str = typer.Argument(..., help="rc"), name: str = typer.Argument(...),
+          replicas: int = typer.Option(..., "--replicas", help="Desired number of pods."),
+          lab: Optional[str] = LabOption, namespace: str = NamespaceOption) -> None:
+    """Set a ReplicationController's replicas; pods are created or deleted to match."""
+    import copy
+    from .. import engine
+    from ..model.errors import InvalidError, LabError, NotFoundError
+    from .get_cmds import _resource
+    if _resource(kind) != "rcs":
+        raise LabError("scale supports replicationcontrollers (rc)")
+    if replicas < 0:
+        raise InvalidError("must be greater than or equal to 0", value=replicas, field="--replicas")
+    lab = lab_name(lab)
+    rc = engine.load(lab).rcs.get(f"{namespace}/{name}")
+    if rc is None:
+        raise NotFoundError(f'replicationcontrollers "{name}" not found in namespace "{namespace}"')
+    scaled = copy.copy(rc)
+    scaled.replicas = replicas
+    engine.apply(lab, [scaled])
+    typer.echo(f"replicationcontroller/{name} scaled")
+
+
+@app.command()
+def iptables(node: str = typer.Argument(..., help="Node name."),
+             counters: bool = typer.Option(False, "--counters", "-c", help="Show packet and byte counters."),
+             table_name: str = typer.Option("nat", "--table", "-t", help="nat or filter."),
+             all_chains: bool = typer.Option(False, "--all", help="Include built-in chains, not only kube-proxy's."),
+             lab: Optional[str] = LabOption) -> None:
+    """A node's kube-proxy chains, read back from the kernel (with counters)."""
+    from .. import engine
+    from ..kernel.iptables import read_rules
+    cluster = engine.load(lab_name(lab))
+    rules = read_rules(cluster.node(node).netns, table=table_name, counters=counters)
+    ours = ("KUBE-", "FLANNEL-")
+    rows = []
+    for r in rules:
+        if not all_chains and not r.chain.startswith(ours) and not r.target.startswith(ours):
+            continue
+        row = [r.chain, rule_text(r)]
+        if counters:
+            row = [r.packets, r.bytes] + row
+        rows.append(row)
+    headers = (["PKTS", "BYTES"] if counters else []) + ["CHAIN", "RULE"]
+    typer.echo(table(headers, rows))
+
+
+def rule_text(rule) -> str:
+    """A rule in iptables-save's words, from what python-iptables read back."""
+    parts = []
+    if rule.protocol:
+        parts.append(f"-p {rule.protocol}")
+    for flag, value in (("-s", rule.src), ("-d", rule.dst)):
+        if value:
+            parts.append(f"! {flag} {value[1:]}" if value.startswith("!") else f"{flag} {value}")
+    for m in rule.matches:
+        args = " ".join(f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}".rstrip()
+                        for k, v in m.items() if k != "name")
+        parts.append(f"-m {m['name']} {args}".rstrip())
+    target = " ".join(f"--{k.replace('_', '-')} {' '.join(v)}".rstrip() for k, v in rule.target_params.items())
+    parts.append(f"-j {rule.target} {target}".rstrip())
+    return " ".join(parts)

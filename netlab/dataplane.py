@@ -1,0 +1,35 @@
+"""kube-proxy's sync loop, one pass: render every node's rules and apply them atomically.
+
+Each node's chain list is remembered in /run/netlab/<lab>/kubeproxy.json, so the next pass
+deletes chains whose service or endpoint is gone, as kube-proxy does with its own memory.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import state
+from .kernel import iptables
+from .model.cluster import Cluster
+from .model.services import endpoints_for
+from .plan import kubeproxy
+
+
+def _chains_file(lab: str):
+    return state.lab_dir(lab) / "kubeproxy.json"
+
+
+def endpoints(cluster: Cluster, ready: Optional[set[str]] = None) -> dict:
+    """Endpoints of every service: {"ns/name": {port name: [Endpoint]}}."""
+    return {key: endpoints_for(svc, cluster.pods.values(), ready) for key, svc in cluster.services.items()}
+
+
+def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
+    """Bring every node's kube-proxy rules in line with the cluster's services and endpoints."""
+    previous = state.read_json(_chains_file(cluster.name)) or {}
+    eps = endpoints(cluster, ready)
+    owned = {}
+    for node in cluster.nodes:
+        text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=previous.get(node.name, ()))
+        iptables.sync_node(node.netns, text)
+        owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
+    state.write_json(_chains_file(cluster.name), owned)
