@@ -131,6 +131,11 @@ class Cluster:
             self._check_duplicates(objects)
             for obj in sorted(objects, key=lambda o: order[o.kind]):
                 added.extend(self._admit_one(obj))
+            # Services are admitted before the controllers and pods they select; check their
+            # named targetPorts again now that the whole batch is in.
+            for obj in added:
+                if isinstance(obj, Service):
+                    self.service_alloc._check_target_ports(obj, self)
         except LabError:
             self.restore(snapshot)
             raise
@@ -175,11 +180,8 @@ class Cluster:
         return [obj]
 
     def _place_pod(self, pod: Pod) -> None:
-        for c in pod.spec.containers:
-            for probe, path in ((c.readiness_probe, "readinessProbe"), (c.liveness_probe, "livenessProbe")):
-                if probe and probe.kind != "exec" and isinstance(probe.port, str) and not pod.find_port(probe.port):
-                    raise InvalidError(f"port name {probe.port!r} is not declared by any container",
-                                       **self._where(pod, f"spec.containers[{c.name}].{path}.port"))
+        # A probe's named port is checked where it is parsed (objects._parse_probe), so the
+        # error names the manifest's own object and field, also for pods an RC makes.
         node = self.schedule(pod)
         pod.spec.node_name = node.name
         pool = self._pod_pools[node.name]
@@ -246,7 +248,14 @@ class Cluster:
         created = []
         for _ in range(rc.replicas - len(self.rc_pods(rc))):
             pod = self.pod_from_template(rc)
-            self._place_pod(pod)
+            try:
+                self._place_pod(pod)
+            except LabError as exc:
+                # The user wrote the RC, not this generated pod: point at the template.
+                if exc.obj == f"Pod/{pod.meta.name}":
+                    exc.obj = f"ReplicationController/{rc.meta.name}"
+                    exc.field = f"spec.template.{exc.field}" if exc.field else "spec.template"
+                raise
             created.append(pod)
         return created
 
@@ -269,6 +278,9 @@ class Cluster:
 
     def restore(self, state: dict) -> None:
         other = Cluster.from_state(state)
+        # state.json does not carry the seed: keep ours, so a seeded cluster stays reproducible
+        # after a refused admission.
+        other.seed, other._rand = self.seed, self._rand
         self.__dict__.update(other.__dict__)
 
     def to_state(self) -> dict:

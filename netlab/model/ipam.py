@@ -38,24 +38,31 @@ class Pool:
         self.used: set[ipaddress.IPv4Address] = {ipaddress.ip_address(a) for a in reserved}
         self._next = int(self.network.network_address) + first
 
+    def _range(self) -> tuple[int, int]:
+        """The first and last address this pool may hand out (no network or broadcast address)."""
+        lo = int(self.network.network_address) + self.first
+        hi = int(self.network.broadcast_address) - (1 if self.network.prefixlen < 31 else 0)
+        return lo, hi
+
     def contains(self, address: str) -> bool:
-        return ipaddress.ip_address(address) in self.network
+        """Whether address is one this pool could hand out (like the API server's allocator range)."""
+        lo, hi = self._range()
+        return lo <= int(ipaddress.ip_address(address)) <= hi
 
     def is_free(self, address: str) -> bool:
         return ipaddress.ip_address(address) not in self.used
 
     def take(self, address: str) -> str:
         addr = ipaddress.ip_address(address)
-        if addr not in self.network:
-            raise LabError(f"{address} is not in {self.network}")
+        if not self.contains(address):
+            raise LabError(f"{address} is not in the allocatable range of {self.network}")
         if addr in self.used:
             raise LabError(f"{address} is already allocated")
         self.used.add(addr)
         return str(addr)
 
     def allocate(self) -> str:
-        lo = int(self.network.network_address) + self.first
-        hi = int(self.network.broadcast_address) - (1 if self.network.prefixlen < 31 else 0)
+        lo, hi = self._range()
         span = hi - lo + 1
         start = min(max(self._next, lo), hi)
         for step in range(span):

@@ -18,9 +18,11 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 def _read_documents(path: Path) -> list:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LabError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise LabError(f"not UTF-8 text (byte {exc.start + 1})", file=str(path)) from None
     try:
         return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:

@@ -47,6 +47,21 @@ def check_dns_subdomain(value: str) -> str | None:
     return None
 
 
+def check_port_name(value: str) -> str | None:
+    """Return why `value` is not an IANA_SVC_NAME (a named port), or None when it is one."""
+    if not value or len(value) > 15:
+        return "must be no more than 15 characters"
+    if not re.fullmatch(r"[-a-z0-9]+", value):
+        return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+    if "--" in value:
+        return "must not contain consecutive hyphens"
+    if not re.search(r"[a-z]", value):
+        return "must contain at least one letter (a-z)"
+    if value.startswith("-") or value.endswith("-"):
+        return "must not begin or end with a hyphen"
+    return None
+
+
 def validate_lab_name(name: str, *, file: str | None = None) -> str:
     problem = check_dns_label(name, LAB_NAME_MAX)
     if problem:
@@ -64,7 +79,9 @@ def node_netns(lab: str, node: str) -> str:
 
 
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
-    name = _netns(lab, f"pod-{namespace}-{pod}")
+    # The namespace is a DNS label (no dots), so a dot ends it: with '-' here, pod "b-c" of
+    # namespace "a" and pod "c" of namespace "a-b" would share one network namespace.
+    name = _netns(lab, f"pod-{namespace}.{pod}")
     if len(name) > NETNS_MAX:
         name = _netns(lab, f"pod-{short_hash(namespace + '/' + pod, 16)}")
     return name

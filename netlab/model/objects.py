@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import InvalidError
-from .names import check_dns_label, check_dns_subdomain
+from .names import check_dns_label, check_dns_subdomain, check_port_name
 from .selectors import Selector, selector_from_api
 
 DEFAULT_NAMESPACE = "default"
@@ -195,8 +195,28 @@ class _Where:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.err(path, "must be an integer", value)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if hi is None:
+                raise self.err(path, f"must be greater than or equal to {lo}", value)
+            if lo is None:
+                raise self.err(path, f"must be less than or equal to {hi}", value)
             raise self.err(path, f"must be between {lo} and {hi}, inclusive", value)
         return value
+
+    def port_name(self, value: str, path: str) -> str:
+        problem = check_port_name(value)
+        if problem:
+            raise self.err(path, problem, value)
+        return value
+
+    def port_num_or_name(self, value, path: str):
+        """An IntOrString port (a probe's port, a service's targetPort): 1-65535 or a port name."""
+        if value is None or value == "":
+            raise self.err(path, "Required value")
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.int(value, path, 1, 65535)
+        return self.port_name(self.str(value, path), path)
 
     def labels(self, value, path: str) -> dict[str, str]:
         out = {}
@@ -232,7 +252,7 @@ def _protocol(value, path: str, w: _Where) -> str:
     return proto
 
 
-def _parse_probe(raw, path: str, w: _Where) -> Optional[Probe]:
+def _parse_probe(raw, path: str, w: _Where, ports: list[ContainerPort]) -> Optional[Probe]:
     if raw is None:
         return None
     raw = w.map(raw, path)
@@ -243,12 +263,24 @@ def _parse_probe(raw, path: str, w: _Where) -> Optional[Probe]:
         success_threshold=w.int(raw.get("successThreshold"), f"{path}.successThreshold", 1, default=1),
         failure_threshold=w.int(raw.get("failureThreshold"), f"{path}.failureThreshold", 1, default=3),
     )
+
+    def port(handler: dict, hpath: str):
+        value = w.port_num_or_name(handler.get("port"), f"{hpath}.port")
+        # The kubelet resolves a named probe port among the container's own ports only.
+        if isinstance(value, str) and not any(p.name == value for p in ports):
+            raise w.err(f"{hpath}.port", "port name is not declared by this container", value)
+        return value
+
+    handlers = [h for h in ("httpGet", "tcpSocket", "exec") if h in raw]
+    if len(handlers) > 1:
+        raise w.err(f"{path}.{handlers[1]}", "may not specify more than 1 handler type")
     if "httpGet" in raw:
         hg = w.map(raw["httpGet"], f"{path}.httpGet")
-        return Probe("httpGet", port=hg.get("port"), path=w.str(hg.get("path"), f"{path}.httpGet.path") or "/", **common)
+        return Probe("httpGet", port=port(hg, f"{path}.httpGet"),
+                     path=w.str(hg.get("path"), f"{path}.httpGet.path") or "/", **common)
     if "tcpSocket" in raw:
         ts = w.map(raw["tcpSocket"], f"{path}.tcpSocket")
-        return Probe("tcpSocket", port=ts.get("port"), **common)
+        return Probe("tcpSocket", port=port(ts, f"{path}.tcpSocket"), **common)
     if "exec" in raw:
         ex = w.map(raw["exec"], f"{path}.exec")
         return Probe("exec", command=w.strlist(ex.get("command"), f"{path}.exec.command"), **common)
@@ -276,9 +308,10 @@ def parse_pod_spec(raw: dict, w: _Where, path: str = "spec") -> PodSpec:
         for j, rp in enumerate(w.list(rc.get("ports"), f"{cpath}.ports")):
             ppath = f"{cpath}.ports[{j}]"
             rp = w.map(rp, ppath)
+            pname = w.str(rp.get("name"), f"{ppath}.name")
             ports.append(ContainerPort(
                 container_port=w.int(rp.get("containerPort"), f"{ppath}.containerPort", 1, 65535, required=True),
-                name=w.str(rp.get("name"), f"{ppath}.name"),
+                name=w.port_name(pname, f"{ppath}.name") if pname else "",
                 protocol=_protocol(rp.get("protocol"), f"{ppath}.protocol", w)))
         env = []
         for j, re_ in enumerate(w.list(rc.get("env"), f"{cpath}.env")):
@@ -291,8 +324,8 @@ def parse_pod_spec(raw: dict, w: _Where, path: str = "spec") -> PodSpec:
             command=w.strlist(rc.get("command"), f"{cpath}.command"),
             args=w.strlist(rc.get("args"), f"{cpath}.args"),
             ports=ports, env=env,
-            readiness_probe=_parse_probe(rc.get("readinessProbe"), f"{cpath}.readinessProbe", w),
-            liveness_probe=_parse_probe(rc.get("livenessProbe"), f"{cpath}.livenessProbe", w)))
+            readiness_probe=_parse_probe(rc.get("readinessProbe"), f"{cpath}.readinessProbe", w, ports),
+            liveness_probe=_parse_probe(rc.get("livenessProbe"), f"{cpath}.livenessProbe", w, ports)))
     restart = w.str(spec.get("restartPolicy"), f"{path}.restartPolicy") or "Always"
     if restart not in ("Always", "OnFailure", "Never"):
         raise w.err(f"{path}.restartPolicy", 'supported values: "Always", "OnFailure", "Never"', restart)
@@ -372,12 +405,8 @@ def parse_service(doc: dict, w: _Where) -> Service:
         port = w.int(rp.get("port"), f"{ppath}.port", 1, 65535, required=True)
         proto = _protocol(rp.get("protocol"), f"{ppath}.protocol", w)
         tp = rp.get("targetPort")
-        if isinstance(tp, int) and not isinstance(tp, bool):
-            w.int(tp, f"{ppath}.targetPort", 1, 65535)
-        elif tp is not None:
-            tp = w.str(tp, f"{ppath}.targetPort")
-            if tp.isdigit():
-                tp = int(tp)
+        if tp is not None and tp != "":
+            tp = w.port_num_or_name(tp, f"{ppath}.targetPort")
         for key, what in (((port, proto), "port"), ((name,), "name")):
             if key in seen and key != ("",):
                 raise w.err(f"{ppath}.{what}", "Duplicate value", key[0])
@@ -386,6 +415,9 @@ def parse_service(doc: dict, w: _Where) -> Service:
         if node_port and stype == "ClusterIP":
             raise w.err(f"{ppath}.nodePort", "may not be used when `type` is 'ClusterIP'", node_port)
         ports.append(ServicePort(port=port, name=name, protocol=proto, target_port=tp, node_port=node_port))
+    cluster_ip = w.str(spec.get("clusterIP"), "spec.clusterIP")
+    if cluster_ip == "None" and stype != "ClusterIP":
+        raise w.err("spec.clusterIP", f"may not be set to 'None' for {stype} services", cluster_ip)
     selector = spec.get("selector")
     affinity = w.str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None"
     if affinity not in ("None", "ClientIP"):
@@ -396,7 +428,7 @@ def parse_service(doc: dict, w: _Where) -> Service:
                     1, 86400, default=10800)
     return Service(meta=meta, ports=ports,
                    selector=w.labels(selector, "spec.selector") if selector is not None else None,
-                   type=stype, cluster_ip=w.str(spec.get("clusterIP"), "spec.clusterIP"),
+                   type=stype, cluster_ip=cluster_ip,
                    session_affinity=affinity, affinity_timeout=timeout,
                    load_balancer_ip=w.str(spec.get("loadBalancerIP"), "spec.loadBalancerIP"),
                    external_ips=w.strlist(spec.get("externalIPs"), "spec.externalIPs"))

@@ -7,7 +7,9 @@ from typing import Mapping
 
 from .errors import InvalidError
 
-_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+# A label key: an optional DNS-subdomain prefix and '/', then a name (at most one '/').
+_KEY = (r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
 _TOKEN = re.compile(r"\s*(!=|==|=|,|\(|\)|!|[^\s,()!=]+)")
 
@@ -106,6 +108,9 @@ def parse_selector(text: str, **where) -> Selector:
                     if tok == ",":
                         continue
                     values.append(_check("value", tok, _VALUE, where))
+                    if i < len(tokens) and tokens[i] not in (",", ")"):
+                        raise InvalidError(f"found '{tokens[i]}', expected: ',' or ')'",
+                                           value=text, **where)
                 if not values:
                     raise InvalidError(f"'{nxt}' needs at least one value", value=text, **where)
                 reqs.append(Requirement(key, nxt, tuple(values)))
@@ -126,12 +131,37 @@ def selector_from_api(spec: Mapping | None, **where) -> Selector:
         return Selector()
     if "matchLabels" not in spec and "matchExpressions" not in spec:
         return Selector.from_labels({str(k): str(v) for k, v in spec.items()})
-    reqs = list(Selector.from_labels(spec.get("matchLabels")).requirements)
+    base = where.get("field") or "selector"
+
+    def at(path: str) -> dict:
+        return {**where, "field": f"{base}.{path}"}
+
+    labels = spec.get("matchLabels")
+    if labels is not None and not isinstance(labels, Mapping):
+        raise InvalidError("must be a mapping", value=labels, **at("matchLabels"))
+    reqs = list(Selector.from_labels(labels).requirements)
     ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
-    for expr in spec.get("matchExpressions") or []:
+    exprs = spec.get("matchExpressions") or []
+    if not isinstance(exprs, list):
+        raise InvalidError("must be a list", value=exprs, **at("matchExpressions"))
+    for i, expr in enumerate(exprs):
+        path = f"matchExpressions[{i}]"
+        if not isinstance(expr, Mapping):
+            raise InvalidError("must be a mapping", value=expr, **at(path))
+        if not expr.get("key"):
+            raise InvalidError("Required value", **at(f"{path}.key"))
         op = ops.get(expr.get("operator"))
         if op is None:
             raise InvalidError("operator must be In, NotIn, Exists or DoesNotExist",
-                               value=expr.get("operator"), **where)
-        reqs.append(Requirement(str(expr.get("key")), op, tuple(str(v) for v in expr.get("values") or ())))
+                               value=expr.get("operator"), **at(f"{path}.operator"))
+        values = expr.get("values") or []
+        if not isinstance(values, list):
+            raise InvalidError("must be a list", value=values, **at(f"{path}.values"))
+        if op in ("in", "notin") and not values:
+            raise InvalidError("Required value: must be specified when `operator` is 'In' or 'NotIn'",
+                               **at(f"{path}.values"))
+        if op in ("exists", "!") and values:
+            raise InvalidError("may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                               value=values, **at(f"{path}.values"))
+        reqs.append(Requirement(str(expr["key"]), op, tuple(str(v) for v in values)))
     return Selector(tuple(reqs))
