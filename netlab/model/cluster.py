@@ -129,8 +129,11 @@ class Cluster:
             # then controllers and pods, the order `kubectl apply -f dir` would be safe in.
             order = {"Namespace": 0, "Service": 1, "ReplicationController": 2, "Pod": 3}
             self._check_duplicates(objects)
+            self.service_alloc.hold(o for o in objects if isinstance(o, Service)
+                                    and o.meta.key not in self.services)
             for obj in sorted(objects, key=lambda o: order[o.kind]):
                 added.extend(self._admit_one(obj))
+            self.service_alloc.release_holds()
             # Services are admitted before the controllers and pods they select; check their
             # named targetPorts again now that the whole batch is in.
             for obj in added:
@@ -287,6 +290,9 @@ class Cluster:
         return {
             "lab": self.config.to_dict(),
             "labSource": self.config.source,
+            # Like host-local IPAM's last_reserved_ip: a new pod gets the next address, not
+            # the one a deleted pod just gave back.
+            "ipam": {node: pool.cursor() for node, pool in self._pod_pools.items()},
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
@@ -314,6 +320,9 @@ class Cluster:
                 obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
                 cluster._pod_pools[obj.spec.node_name].take(obj.pod_ip)
                 cluster.pods[obj.meta.key] = obj
+        for node, cursor in (state.get("ipam") or {}).items():
+            if node in cluster._pod_pools:
+                cluster._pod_pools[node].set_cursor(cursor)
         return cluster
 
 

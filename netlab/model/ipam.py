@@ -73,5 +73,12 @@ class Pool:
                 return str(candidate)
         raise Exhausted(f"no free address left in {self.network}")
 
+    def cursor(self) -> str:
+        """Where the next automatic allocation starts looking."""
+        return str(ipaddress.ip_address(self._next))
+
+    def set_cursor(self, address: str) -> None:
+        self._next = int(ipaddress.ip_address(address))
+
     def release(self, address: str) -> None:
         self.used.discard(ipaddress.ip_address(address))

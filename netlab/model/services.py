@@ -25,6 +25,41 @@ class ServiceAllocator:
         self.dns_reserved = cfg.dns_ip
         self.lb = Pool(cfg.lb_pool, first=1)
         self.node_ports: set[int] = set()
+        # Explicit requests of the batch being admitted: automatic picks must not take them.
+        self.held_ips: set[str] = set()
+        self.held_ports: set[int] = set()
+
+    def hold(self, services: Iterable[Service]) -> None:
+        """Keep the addresses and ports a batch asks for by name out of automatic allocation."""
+        for svc in services:
+            if svc.cluster_ip and not svc.headless and self._free_ip(self.ips, svc.cluster_ip):
+                self.held_ips.add(self.ips.take(svc.cluster_ip))
+            if svc.load_balancer_ip and self._free_ip(self.lb, svc.load_balancer_ip):
+                self.held_ips.add(self.lb.take(svc.load_balancer_ip))
+            for port in svc.ports:
+                if port.node_port and port.node_port not in self.node_ports:
+                    self.node_ports.add(port.node_port)
+                    self.held_ports.add(port.node_port)
+
+    def release_holds(self) -> None:
+        for ip in self.held_ips:
+            (self.lb if self.lb.contains(ip) else self.ips).release(ip)
+        self.node_ports.difference_update(self.held_ports)
+        self.held_ips.clear()
+        self.held_ports.clear()
+
+    @staticmethod
+    def _free_ip(pool: Pool, address: str) -> bool:
+        try:
+            return pool.contains(address) and pool.is_free(address)
+        except ValueError:
+            return False
+
+    def _take_ip(self, pool: Pool, address: str) -> str:
+        if address in self.held_ips:          # held for exactly this request
+            self.held_ips.discard(address)
+            return address
+        return pool.take(address)
 
     def _where(self, svc: Service, field_path: str) -> dict:
         return {"file": svc.meta.source, "obj": f"Service/{svc.meta.name}", "field": field_path}
@@ -32,6 +67,7 @@ class ServiceAllocator:
     def admit(self, svc: Service, cluster: "Cluster") -> None:
         taken_ips: list[str] = []
         taken_ports: list[int] = []
+        requested = (svc.cluster_ip, [p.node_port for p in svc.ports], svc.load_balancer_ip)
         try:
             self._admit_ip(svc, taken_ips)
             self._admit_ports(svc, taken_ports)
@@ -41,6 +77,10 @@ class ServiceAllocator:
             for ip in taken_ips:
                 (self.lb if self.lb.contains(ip) else self.ips).release(ip)
             self.node_ports.difference_update(taken_ports)
+            # Leave the object as it was asked for: a retry must not mistake our picks for requests.
+            svc.cluster_ip, svc.load_balancer_ip = requested[0], requested[2]
+            for port, node_port in zip(svc.ports, requested[1]):
+                port.node_port = node_port
             raise
 
     def _admit_ip(self, svc: Service, taken: list[str]) -> None:
@@ -56,9 +96,9 @@ class ServiceAllocator:
             if not self.ips.contains(svc.cluster_ip):
                 raise InvalidError(f"provided IP is not in the valid range. The range of valid IPs is "
                                    f"{self.cfg.service_cidr}", value=svc.cluster_ip, **where)
-            if not self.ips.is_free(svc.cluster_ip):
+            if svc.cluster_ip not in self.held_ips and not self.ips.is_free(svc.cluster_ip):
                 raise InvalidError("provided IP is already allocated", value=svc.cluster_ip, **where)
-            taken.append(self.ips.take(svc.cluster_ip))
+            taken.append(self._take_ip(self.ips, svc.cluster_ip))
         else:
             # The DNS address is only handed to the service that asks for it by name.
             if self.ips.is_free(self.dns_reserved):
@@ -73,20 +113,29 @@ class ServiceAllocator:
         if svc.type == "ClusterIP":
             return
         lo, hi = self.cfg.nodeport_range
+        mine: dict[int, set[str]] = {}     # node port -> protocols this service already uses it for
         for i, port in enumerate(svc.ports):
             where = self._where(svc, f"spec.ports[{i}].nodePort")
             if port.node_port:
                 if not lo <= port.node_port <= hi:
                     raise InvalidError(f"provided port is not in the valid range. The range of valid "
                                        f"ports is {lo}-{hi}", value=port.node_port, **where)
-                if port.node_port in self.node_ports:
+                if port.protocol in mine.get(port.node_port, ()):
+                    raise InvalidError("Duplicate value", value=port.node_port, **where)
+                # One service may use a node port for TCP and for UDP, as Kubernetes allows.
+                shared = port.node_port in mine
+                held = port.node_port in self.held_ports
+                if not shared and not held and port.node_port in self.node_ports:
                     raise InvalidError("provided port is already allocated", value=port.node_port, **where)
+                self.held_ports.discard(port.node_port)
             else:
                 port.node_port = next((p for p in range(lo, hi + 1) if p not in self.node_ports), 0)
                 if not port.node_port:
                     raise InvalidError(f"no free node port left in {lo}-{hi}", **where)
-            self.node_ports.add(port.node_port)
-            taken.append(port.node_port)
+            mine.setdefault(port.node_port, set()).add(port.protocol)
+            if port.node_port not in self.node_ports or port.node_port not in taken:
+                self.node_ports.add(port.node_port)
+                taken.append(port.node_port)
 
     def _admit_lb(self, svc: Service, taken: list[str]) -> None:
         if svc.type != "LoadBalancer":
@@ -96,9 +145,9 @@ class ServiceAllocator:
             if not self.lb.contains(svc.load_balancer_ip):
                 raise InvalidError(f"not in the lab's load-balancer pool {self.cfg.lb_pool}",
                                    value=svc.load_balancer_ip, **where)
-            if not self.lb.is_free(svc.load_balancer_ip):
+            if svc.load_balancer_ip not in self.held_ips and not self.lb.is_free(svc.load_balancer_ip):
                 raise InvalidError("already allocated", value=svc.load_balancer_ip, **where)
-            taken.append(self.lb.take(svc.load_balancer_ip))
+            taken.append(self._take_ip(self.lb, svc.load_balancer_ip))
         else:
             svc.load_balancer_ip = self.lb.allocate()
             taken.append(svc.load_balancer_ip)

@@ -74,9 +74,6 @@ def test_headless_service_takes_no_address():
     assert c.service("web").cluster_ip == "10.96.0.2"
 
 
-@pytest.mark.xfail(strict=True, reason="services.py: an automatic clusterIP can take an address that a "
-                   "later service of the same batch names (the API server keeps automatic picks out "
-                   "of the lower band for this, ServiceIPStaticSubrange)")
 def test_explicit_cluster_ip_later_in_the_batch_is_not_stolen():
     c = cluster()
     admit(c, svc_doc("a"), svc_doc("b", clusterIP="10.96.0.2"))
@@ -217,3 +214,30 @@ def test_allocator_release_and_restore():
     alloc.restore(svc)
     assert not alloc.ips.is_free("10.96.0.77") and not alloc.lb.is_free(svc.load_balancer_ip)
     assert 30500 in alloc.node_ports
+
+
+def test_one_service_may_use_a_node_port_for_tcp_and_udp():
+    c = cluster()
+    admit(c, svc_doc("dns", type="NodePort", ports=[
+        {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30053}]))
+    assert [p.node_port for p in c.service("dns").ports] == [30053, 30053]
+
+
+def test_a_refused_service_keeps_the_fields_it_asked_for():
+    c = cluster()
+    admit(c, svc_doc("a", type="NodePort", ports=[{"port": 80, "nodePort": 30080}]))
+    bad = parse(svc_doc("b", type="NodePort", ports=[{"port": 80, "nodePort": 30080}]))
+    with pytest.raises(LabError):
+        c.admit([bad])
+    assert bad.cluster_ip == "" and bad.ports[0].node_port == 30080
+
+
+def test_a_replacement_pod_gets_the_next_address_not_the_freed_one():
+    c = cluster({"nodes": 1})
+    admit(c, rc_doc("web", replicas=3))
+    first = sorted(c.pods.values(), key=lambda p: p.pod_ip)[0]
+    c.remove_pod(first.meta.key)
+    c = Cluster.from_state(c.to_state())       # as the CLI does: every command reloads state
+    c.reconcile_rc(next(iter(c.rcs.values())))
+    assert first.pod_ip not in {p.pod_ip for p in c.pods.values()}
