@@ -1,0 +1,356 @@
+"""kube-dns for a lab: an authoritative-only DNS server for the cluster zone.
+
+It answers UDP and TCP from a records file written by netlab.model.dns.build_records
+(the lab agent rewrites it with write_records whenever services or pods change; the
+server notices the new file on the next query, no signal needed). Like kube-dns, it
+never recurses: names outside the cluster zone and the cluster's reverse zones get
+REFUSED, so a pod's lookups of outside names are dnsmasq's business (it sits in front
+on port 53, the way the kube-dns pod pairs kubedns:10053 with dnsmasq:53).
+
+    python -m netlab.runtime.kubedns --listen 0.0.0.0 --port 10053 \\
+        --records /run/netlab/<lab>/dns.json --health-port 8081
+
+Port 0 picks a free port; the chosen ports are printed on the "kubedns ready" line.
+GET /healthz (or kube-dns's /readiness) on the health port is 200 when a self-query of
+the zone's SOA succeeds, 503 otherwise. SIGTERM or SIGINT exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+from dnslib import A, EDNS0, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, DNSRecord, OPCODE
+from dnslib.server import DNSHandler, DNSLogger, DNSServer
+
+REVERSE_APEX = "in-addr.arpa"
+UDP_LIMIT = 512            # the classic limit for clients without EDNS0
+EDNS_LIMIT = 1232          # the DNS flag day 2020 payload size; larger answers go over TCP
+TCP_READ_TIMEOUT = 5.0     # a TCP client that sends nothing must not pin a thread forever
+SELF_QUERY_TIMEOUT = 1.0
+POLL_INTERVAL = 0.1        # how soon a listener notices shutdown (socketserver's default is 0.5s)
+
+
+def log(msg: str) -> None:
+    print(f"kubedns: {msg}", file=sys.stderr, flush=True)
+
+
+def write_records(path: str, records: dict) -> None:
+    """Replace the records file atomically: a reader sees the old file or the new, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".dns-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(records, f, sort_keys=True, separators=(",", ":"))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class Zone:
+    """One loaded records file: resource records by name, and the names that exist."""
+
+    def __init__(self, records: dict):
+        self.zone = str(records["zone"]).lower().strip(".")
+        self.ttl = int(records.get("ttl", 30))
+        self.serial = int(records.get("serial", 0)) & 0xFFFFFFFF
+        self.nets = [ipaddress.ip_network(c) for c in records.get("reverse", [])]
+        self.rrs: dict[str, list[tuple[int, object]]] = {}
+        for name, ips in records.get("A", {}).items():
+            self._add(name, QTYPE.A, [A(ip) for ip in ips])
+        for name, srvs in records.get("SRV", {}).items():
+            self._add(name, QTYPE.SRV, [SRV(s["priority"], s["weight"], s["port"], s["target"] + ".")
+                                        for s in srvs])
+        for name, targets in records.get("PTR", {}).items():
+            self._add(name, QTYPE.PTR, [PTR(t + ".") for t in targets])
+        for name, texts in records.get("TXT", {}).items():
+            self._add(name, QTYPE.TXT, [TXT(t) for t in texts])
+        # A name exists if it owns records or has descendants that do (empty
+        # non-terminals such as default.svc.cluster.local answer NODATA, not NXDOMAIN).
+        self.names = {self.zone}
+        owners = list(self.rrs) + [f"{ns}.{kind}.{self.zone}" for ns in records.get("namespaces", [])
+                                   for kind in ("svc", "pod")]
+        for name in owners:
+            apex = self.apex(name) or self.zone
+            while name != apex and name not in self.names and "." in name:
+                self.names.add(name)
+                name = name.split(".", 1)[1]
+
+    def _add(self, name: str, qtype: int, rdatas: list) -> None:
+        self.rrs.setdefault(name.lower().strip("."), []).extend((qtype, r) for r in rdatas)
+
+    def apex(self, name: str) -> Optional[str]:
+        """The zone apex this server answers `name` under, or None (not ours: REFUSED)."""
+        if name == self.zone or name.endswith("." + self.zone):
+            return self.zone
+        if not name.endswith("." + REVERSE_APEX):
+            return None
+        labels = name[:-len(REVERSE_APEX) - 1].split(".")
+        if not 1 <= len(labels) <= 4:
+            return None
+        octets = list(reversed(labels)) + ["0"] * (4 - len(labels))
+        try:
+            net = ipaddress.ip_network(f"{'.'.join(octets)}/{8 * len(labels)}", strict=False)
+        except ValueError:
+            return None
+        # Authoritative only for reverse names inside the cluster and service CIDRs.
+        return REVERSE_APEX if any(net.subnet_of(n) for n in self.nets) else None
+
+    def soa(self, apex: str) -> RR:
+        return RR(apex + ".", QTYPE.SOA, ttl=self.ttl, rdata=SOA(
+            f"ns.dns.{self.zone}.", f"hostmaster.{self.zone}.",
+            (self.serial, 7200, 1800, 86400, self.ttl)))
+
+    def answer(self, request: DNSRecord) -> DNSRecord:
+        reply = request.reply(ra=0, aa=1)
+        if request.header.opcode != OPCODE.QUERY or len(request.questions) != 1:
+            reply.header.aa = 0
+            reply.header.rcode = RCODE.NOTIMP if request.header.opcode != OPCODE.QUERY else RCODE.FORMERR
+            return reply
+        q = request.q
+        name = str(q.qname).lower().rstrip(".")
+        apex = self.apex(name)
+        if apex is None:
+            reply.header.aa = 0
+            reply.header.rcode = RCODE.REFUSED
+            return reply
+        if name not in self.names:
+            reply.header.rcode = RCODE.NXDOMAIN
+            reply.add_auth(self.soa(apex))
+            return reply
+        matches = [(t, r) for t, r in self.rrs.get(name, []) if q.qtype in (t, QTYPE.ANY)]
+        if name == self.zone and q.qtype in (QTYPE.SOA, QTYPE.ANY):
+            reply.add_answer(self.soa(apex))
+        if name == self.zone and q.qtype in (QTYPE.NS, QTYPE.ANY):
+            matches.append((QTYPE.NS, NS(f"ns.dns.{self.zone}.")))
+        for qtype, rdata in matches:
+            reply.add_answer(RR(q.qname, qtype, ttl=self.ttl, rdata=rdata))
+        if not reply.rr:
+            reply.add_auth(self.soa(apex))   # NODATA: the name exists, not with this type
+        # Glue: the addresses of SRV targets and of the name server.
+        for qtype, rdata in matches:
+            if qtype in (QTYPE.SRV, QTYPE.NS):
+                target = str(rdata.target if qtype == QTYPE.SRV else rdata.label).rstrip(".")
+                for t, r in self.rrs.get(target, []):
+                    if t == QTYPE.A:
+                        reply.add_ar(RR(target + ".", QTYPE.A, ttl=self.ttl, rdata=r))
+        return reply
+
+
+class RecordsFile:
+    """The records file, reloaded when it changes (a rename gives it a new inode)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.zone: Optional[Zone] = None
+        self._seen: Optional[tuple] = None
+        self._lock = threading.Lock()
+
+    def current(self) -> Optional[Zone]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self.zone           # gone for now: keep serving what we had
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if sig != self._seen:
+            with self._lock:
+                if sig != self._seen:
+                    self._seen = sig
+                    self._load()
+        return self.zone
+
+    def _load(self) -> None:
+        try:
+            with open(self.path) as f:
+                zone = Zone(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log(f"keeping the previous records: cannot load {self.path}: {exc}")
+            return
+        self.zone = zone
+        log(f"loaded {len(zone.rrs)} names for {zone.zone} (serial {zone.serial}) from {self.path}")
+
+
+class Resolver:
+    def __init__(self, records: RecordsFile):
+        self.records = records
+
+    def resolve(self, request: DNSRecord, handler) -> DNSRecord:
+        zone = self.records.current()
+        if zone is None:
+            reply = request.reply(ra=0, aa=0)
+            reply.header.rcode = RCODE.SERVFAIL   # not synced yet, like kube-dns before its first list
+            return reply
+        return zone.answer(request)
+
+
+class Handler(DNSHandler):
+    """dnslib's handler plus UDP truncation by the client's EDNS0 size, and TCP timeouts."""
+
+    def setup(self) -> None:
+        if self.server.socket_type == socket.SOCK_STREAM:
+            self.request.settimeout(TCP_READ_TIMEOUT)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            pass   # the client went away or stalled; nothing to answer
+
+    def get_reply(self, data: bytes) -> bytes:
+        request = DNSRecord.parse(data)
+        try:
+            reply = self.server.resolver.resolve(request, self)
+        except Exception as exc:   # a bad record must cost one answer, not the server
+            log(f"error answering {request.q.qname}: {exc!r}")
+            reply = request.reply(ra=0, aa=0)
+            reply.header.rcode = RCODE.SERVFAIL
+        opt = next((r for r in request.ar if r.rtype == QTYPE.OPT), None)
+        if opt is not None:
+            reply.add_ar(EDNS0(udp_len=EDNS_LIMIT))
+        packed = reply.pack()
+        limit = max(UDP_LIMIT, min(opt.rclass, EDNS_LIMIT)) if opt is not None else UDP_LIMIT
+        if self.protocol == "udp" and len(packed) > limit:
+            packed = reply.truncate().pack()   # TC bit: the client retries over TCP
+        return packed
+
+
+def self_query(host: str, port: int, zone: str) -> Optional[str]:
+    """None if the server answers the zone's SOA, else why not."""
+    try:
+        data = DNSRecord.question(zone, "SOA").send(host, port, timeout=SELF_QUERY_TIMEOUT)
+        reply = DNSRecord.parse(data)
+    except (OSError, ValueError) as exc:
+        return f"no answer from {host}:{port}: {exc}"
+    if reply.header.rcode != RCODE.NOERROR or not reply.rr:
+        return f"{zone} SOA: {RCODE.get(reply.header.rcode)}"
+    return None
+
+
+class Server:
+    """The DNS listeners (UDP and TCP on one port) and the optional health endpoint."""
+
+    def __init__(self, listen: str, port: int, records_path: str, health_port: Optional[int] = None):
+        self.records = RecordsFile(records_path)
+        self.records.current()
+        resolver = Resolver(self.records)
+        logger = DNSLogger(log="error", prefix=False, logf=log)
+        self.dns = self._bind_pair(resolver, logger, listen, port)
+        self.listen = listen
+        self.port = self.dns[0].server.server_address[1]
+        self.health: Optional[ThreadingHTTPServer] = None
+        if health_port is not None:
+            try:
+                self.health = ThreadingHTTPServer((listen, health_port), _health_handler(self))
+            except OSError:
+                for s in self.dns:
+                    s.server.server_close()
+                raise
+            self.health.daemon_threads = True
+        self.health_port = self.health.server_address[1] if self.health else None
+
+    @staticmethod
+    def _bind_pair(resolver, logger, listen: str, port: int) -> list[DNSServer]:
+        # With port 0 the kernel picks the UDP port; TCP must then get the same one.
+        for _ in range(10 if port == 0 else 1):
+            udp = DNSServer(resolver, address=listen, port=port, logger=logger, handler=Handler)
+            chosen = udp.server.server_address[1]
+            try:
+                tcp = DNSServer(resolver, address=listen, port=chosen, tcp=True, logger=logger,
+                                handler=Handler)
+            except OSError:
+                udp.server.server_close()
+                if port:
+                    raise
+                continue
+            return [udp, tcp]
+        raise OSError(f"no port free for both UDP and TCP on {listen}")
+
+    def probe_address(self) -> str:
+        return "127.0.0.1" if self.listen in ("0.0.0.0", "") else self.listen
+
+    def healthy(self) -> Optional[str]:
+        zone = self.records.current()
+        if zone is None:
+            return f"no records loaded from {self.records.path}"
+        return self_query(self.probe_address(), self.port, zone.zone)
+
+    def start(self) -> None:
+        servers = [s.server for s in self.dns] + ([self.health] if self.health else [])
+        for s in servers:
+            threading.Thread(target=s.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
+                             daemon=True).start()
+
+    def close(self) -> None:
+        servers = [s.server for s in self.dns] + ([self.health] if self.health else [])
+        stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout=2.0)
+        for s in servers:
+            s.server_close()
+
+
+def _health_handler(server: Server) -> type:
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in ("/healthz", "/readiness"):
+                self._send(404, "not found\n")
+                return
+            problem = server.healthy()
+            self._send(503 if problem else 200, (problem or "ok") + "\n")
+
+        def _send(self, code: int, body: str) -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass   # probes every few seconds would drown the log
+
+    return Health
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="kubedns", description="Authoritative DNS for a netlab cluster zone.")
+    p.add_argument("--listen", default="0.0.0.0", help="address to serve on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=10053, help="UDP and TCP port (default 10053; 0 = any)")
+    p.add_argument("--records", required=True, help="records JSON written by write_records")
+    p.add_argument("--health-port", type=int, default=8081, help="HTTP /healthz port (default 8081; 0 = any)")
+    args = p.parse_args(argv)
+
+    # Block the stop signals before any thread starts (threads inherit the mask), then
+    # wait for one in the main thread: exit is immediate, no polling.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        try:
+            server = Server(args.listen, args.port, args.records, args.health_port)
+        except OSError as exc:
+            log(f"cannot listen on {args.listen} (dns port {args.port}, health port {args.health_port}): "
+                f"{exc.strerror or exc}")
+            return 1
+        server.start()
+        print(f"kubedns ready dns={server.listen}:{server.port} health={server.listen}:{server.health_port}",
+              flush=True)
+        signal.sigwait(stop_signals)
+        server.close()
+        return 0
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+"""Cluster DNS records, resolv.conf, service env vars, the kubedns server and dnsmasq in front.
+
+No root: servers listen on 127.0.0.1 ephemeral ports, and every process started here is
+stopped in a finalizer.
+"""
+from __future__ import annotations
+
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from netlab.model.dns import build_records, resolv_conf
+from netlab.model.envvars import container_env, env_name, expand, service_env
+from netlab.model.loader import load_lab
+from netlab.model.objects import Meta, Service, ServicePort
+from netlab.runtime.dnsmasq import dnsmasq_argv, dnsmasq_missing, find_dnsmasq
+from netlab.runtime.kubedns import Server, Zone, write_records
+from netlab.runtime.kubedns import main as kubedns_main
+
+REPO = Path(__file__).resolve().parents[2]
+ZONE = "cluster.local"
+
+EXTRA = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kubernetes, namespace: default}
+spec:
+  ports: [{name: https, port: 443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports:
+  - {name: pg, port: 5432, targetPort: pgport}
+  - {name: metrics, port: 9187}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: dns, port: 53, protocol: UDP}
+""" + "".join(f"""
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: shop, labels: {{app: db}}}}
+spec:
+  {host}
+  containers:
+  - name: pg
+    ports: [{{name: pgport, containerPort: 5433}}, {{containerPort: 9187}}]
+""" for name, host in (("db-0", "hostname: db-0\n  subdomain: db"),
+                       ("db-1", "hostname: db-1\n  subdomain: db"),
+                       ("db-x", "hostname: db-x\n  subdomain: other"))) + """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  dnsPolicy: Default
+  containers:
+  - name: web
+    ports: [{containerPort: 8080}]
+    env:
+    - {name: WEB_SERVICE_HOST, value: overridden}
+    - {name: URL, value: "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)/$(NOPE)$$x"}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    lab = tmp_path_factory.mktemp("lab")
+    for f in (REPO / "labs" / "guestbook").iterdir():
+        shutil.copy(f, lab / f.name)
+    (lab / "extra.yaml").write_text(EXTRA)
+    return load_lab(lab, seed=1)
+
+
+def ip_of(cluster, key: str) -> str:
+    return cluster.pods[key].pod_ip
+
+
+def rev(ip: str) -> str:
+    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+
+
+# ------------------------------------------------------------------ records (pure)
+
+
+def test_clusterip_services_have_a_srv_and_ptr(cluster):
+    r = build_records(cluster)
+    assert r["zone"] == ZONE and r["dns_ip"] == "10.96.0.10"
+    for key in ("default/redis-master", "default/frontend", "shop/web"):
+        svc = cluster.services[key]
+        fqdn = f"{svc.meta.name}.{svc.meta.namespace}.svc.{ZONE}"
+        assert r["A"][fqdn] == [svc.cluster_ip]
+        assert r["PTR"][rev(svc.cluster_ip)] == [fqdn]
+    web = f"web.shop.svc.{ZONE}"
+    assert r["SRV"][f"_http._tcp.{web}"] == [{"priority": 0, "weight": 100, "port": 80, "target": web}]
+    assert r["SRV"][f"_dns._udp.{web}"] == [{"priority": 0, "weight": 100, "port": 53, "target": web}]
+    # Unnamed ports (all of the guestbook's) have no SRV record.
+    assert not [n for n in r["SRV"] if n.split(".")[2] in ("frontend", "redis-master", "redis-slave")]
+    assert f"_https._tcp.kubernetes.default.svc.{ZONE}" in r["SRV"]
+    assert r["TXT"][f"dns-version.{ZONE}"] == ["1.0.1"]
+
+
+def test_headless_service_lists_ready_endpoints(cluster):
+    r = build_records(cluster)
+    ips = {k: ip_of(cluster, f"shop/{k}") for k in ("db-0", "db-1", "db-x")}
+    db = f"db.shop.svc.{ZONE}"
+    assert sorted(r["A"][db]) == sorted(ips.values())
+    # hostname + subdomain naming the service gives the endpoint its hostname;
+    # db-x's subdomain names another service, so it is known by its dashed IP.
+    names = {"db-0": f"db-0.{db}", "db-1": f"db-1.{db}", "db-x": f"{ips['db-x'].replace('.', '-')}.{db}"}
+    for pod, name in names.items():
+        assert r["A"][name] == [ips[pod]]
+        assert name in r["PTR"][rev(ips[pod])]
+    srv = r["SRV"][f"_pg._tcp.{db}"]
+    assert sorted(s["target"] for s in srv) == sorted(names.values())
+    assert {(s["priority"], s["weight"], s["port"]) for s in srv} == {(0, 33, 5433)}   # endpoint port
+    assert {s["port"] for s in r["SRV"][f"_metrics._tcp.{db}"]} == {9187}
+    assert f"{ips['db-0'].replace('.', '-')}.shop.pod.{ZONE}" in r["A"]
+
+
+def test_readiness_controls_headless_records(cluster):
+    ready = {k for k in cluster.pods if k != "shop/db-1"}
+    r = build_records(cluster, ready=ready)
+    db = f"db.shop.svc.{ZONE}"
+    assert ip_of(cluster, "shop/db-1") not in r["A"][db]
+    assert f"db-1.{db}" not in r["A"]
+    assert len(r["SRV"][f"_pg._tcp.{db}"]) == 2 and r["SRV"][f"_pg._tcp.{db}"][0]["weight"] == 50
+    # Pod records do not depend on readiness.
+    assert f"{ip_of(cluster, 'shop/db-1').replace('.', '-')}.shop.pod.{ZONE}" in r["A"]
+    none_ready = build_records(cluster, ready=set())
+    assert db not in none_ready["A"] and f"_pg._tcp.{db}" not in none_ready["SRV"]
+    assert none_ready["serial"] != r["serial"] and build_records(cluster, ready=ready) == r
+
+
+def test_resolv_conf(cluster):
+    frontend = next(p for p in cluster.pods.values() if p.meta.name.startswith("frontend-"))
+    lines = [l for l in resolv_conf(cluster, frontend).splitlines() if not l.startswith("#")]
+    assert lines == ["nameserver 10.96.0.10",
+                     "search default.svc.cluster.local svc.cluster.local cluster.local",
+                     "options ndots:5"]
+    shop_db = cluster.pods["shop/db-0"]
+    assert "search shop.svc.cluster.local svc.cluster.local cluster.local" in resolv_conf(cluster, shop_db)
+    web = cluster.pods["shop/web-1"]
+    assert "nameserver 203.0.113.53\n" in resolv_conf(cluster, web, "203.0.113.53")
+    no_upstream = resolv_conf(cluster, web)
+    assert "nameserver" not in no_upstream.replace("# no nameserver", "") and "# no nameserver" in no_upstream
+
+
+# ------------------------------------------------------------------ env vars (pure)
+
+
+def test_env_golden_documented_example():
+    svc = Service(meta=Meta(name="redis-master"), ports=[ServicePort(port=6379)], cluster_ip="10.0.0.11")
+    assert service_env([svc], "default") == [
+        ("REDIS_MASTER_SERVICE_HOST", "10.0.0.11"),
+        ("REDIS_MASTER_SERVICE_PORT", "6379"),
+        ("REDIS_MASTER_PORT", "tcp://10.0.0.11:6379"),
+        ("REDIS_MASTER_PORT_6379_TCP", "tcp://10.0.0.11:6379"),
+        ("REDIS_MASTER_PORT_6379_TCP_PROTO", "tcp"),
+        ("REDIS_MASTER_PORT_6379_TCP_PORT", "6379"),
+        ("REDIS_MASTER_PORT_6379_TCP_ADDR", "10.0.0.11"),
+    ]
+
+
+def test_env_named_ports_namespaces_and_headless(cluster):
+    env = dict(service_env(cluster.services.values(), "shop"))
+    web = cluster.services["shop/web"].cluster_ip
+    assert env["WEB_SERVICE_PORT"] == "80" and env["WEB_SERVICE_PORT_HTTP"] == "80"
+    assert env["WEB_SERVICE_PORT_DNS"] == "53"
+    assert env["WEB_PORT"] == f"tcp://{web}:80"
+    assert env["WEB_PORT_53_UDP"] == f"udp://{web}:53" and env["WEB_PORT_53_UDP_PROTO"] == "udp"
+    assert not [k for k in env if k.startswith(("DB_", "REDIS_", "FRONTEND_"))]   # headless; other namespace
+    assert env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"                          # the master service
+    # Only services that existed when the pod started: the caller passes those.
+    early = [s for k, s in cluster.services.items() if k != "default/frontend"]
+    assert "FRONTEND_SERVICE_HOST" not in dict(service_env(early, "default"))
+    assert env_name("my.svc-1") == "MY_SVC_1" and env_name("3d") == "_3D"
+
+
+def test_container_env_own_entries_win_and_expand(cluster):
+    pod = cluster.pods["shop/web-1"]
+    env = container_env(cluster, pod, pod.spec.containers[0])
+    names = [k for k, _ in env]
+    assert len(names) == len(set(names))
+    assert names[-2:] == ["WEB_SERVICE_HOST", "URL"]
+    assert dict(env)["WEB_SERVICE_HOST"] == "overridden"
+    assert dict(env)["URL"] == "http://overridden:80/$(NOPE)$x"
+    assert expand("$(A)$$(A)$(A$", {"A": "1"}) == "1$(A)$(A$"
+
+
+# ------------------------------------------------------------------ the server
+
+
+def ask(port: int, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 2.0) -> DNSRecord:
+    data = DNSRecord.question(name, qtype).send("127.0.0.1", port, tcp=tcp, timeout=timeout)
+    return DNSRecord.parse(data)
+
+
+def answers(reply: DNSRecord) -> list[str]:
+    return sorted(str(rr.rdata) for rr in reply.rr)
+
+
+@pytest.fixture
+def records_file(cluster, tmp_path):
+    path = tmp_path / "dns.json"
+    write_records(str(path), build_records(cluster))
+    return path
+
+
+@pytest.fixture
+def kubedns(records_file):
+    server = Server("127.0.0.1", 0, str(records_file), health_port=0)
+    server.start()
+    yield server
+    server.close()
+
+
+def test_server_answers_records(cluster, kubedns):
+    port = kubedns.port
+    master = cluster.services["default/redis-master"].cluster_ip
+    reply = ask(port, f"redis-master.default.svc.{ZONE}")
+    assert reply.header.rcode == RCODE.NOERROR and reply.header.aa and answers(reply) == [master]
+    assert answers(ask(port, f"REDIS-Master.default.svc.{ZONE}")) == [master]   # case-insensitive
+    assert answers(ask(port, f"redis-master.default.svc.{ZONE}", tcp=True)) == [master]
+
+    srv = ask(port, f"_pg._tcp.db.shop.svc.{ZONE}", "SRV")
+    assert len(srv.rr) == 3 and {rr.rdata.port for rr in srv.rr} == {5433}
+    assert {str(rr.rname) for rr in srv.ar} == {str(rr.rdata.target) for rr in srv.rr}   # glue
+
+    db = ask(port, f"db.shop.svc.{ZONE}")
+    assert answers(db) == sorted(ip_of(cluster, f"shop/{p}") for p in ("db-0", "db-1", "db-x"))
+    assert answers(ask(port, f"db-0.db.shop.svc.{ZONE}")) == [ip_of(cluster, "shop/db-0")]
+
+    assert answers(ask(port, rev(master), "PTR")) == [f"redis-master.default.svc.{ZONE}."]
+    assert answers(ask(port, rev(ip_of(cluster, "shop/db-0")), "PTR")) == [f"db-0.db.shop.svc.{ZONE}."]
+    assert answers(ask(port, f"dns-version.{ZONE}", "TXT")) == ['"1.0.1"']
+    assert ask(port, ZONE, "SOA").rr[0].rtype == QTYPE.SOA
+
+
+def test_server_negative_answers(cluster, kubedns):
+    port = kubedns.port
+    nx = ask(port, f"nosuch.default.svc.{ZONE}")
+    assert nx.header.rcode == RCODE.NXDOMAIN and nx.auth[0].rtype == QTYPE.SOA
+    # Search-path expansions of outside names must be NXDOMAIN so resolvers move on.
+    assert ask(port, f"www.example.com.default.svc.{ZONE}").header.rcode == RCODE.NXDOMAIN
+    assert ask(port, "99.0.96.10.in-addr.arpa", "PTR").header.rcode == RCODE.NXDOMAIN
+    # Names that exist answer NODATA for other types, and empty non-terminals exist.
+    for name, qtype in ((f"redis-master.default.svc.{ZONE}", "AAAA"), (f"default.svc.{ZONE}", "A"),
+                        (f"kube-system.svc.{ZONE}", "A")):
+        reply = ask(port, name, qtype)
+        assert (reply.header.rcode, len(reply.rr), reply.auth[0].rtype) == (RCODE.NOERROR, 0, QTYPE.SOA)
+    # Never forwards: outside names and outside reverse names are refused.
+    for name, qtype in (("www.example.com", "A"), ("8.8.8.8.in-addr.arpa", "PTR"), ("10.in-addr.arpa", "PTR")):
+        reply = ask(port, name, qtype)
+        assert reply.header.rcode == RCODE.REFUSED and not reply.rr
+
+
+def test_server_reloads_when_records_change(cluster, kubedns, records_file):
+    port = kubedns.port
+    name = f"redis-master.default.svc.{ZONE}"
+    assert answers(ask(port, name))
+    records = build_records(cluster)
+    records["A"][name] = ["10.96.0.99"]
+    records["A"][f"new.default.svc.{ZONE}"] = ["10.96.0.98"]
+    write_records(str(records_file), records)
+    assert answers(ask(port, name)) == ["10.96.0.99"]
+    assert answers(ask(port, f"new.default.svc.{ZONE}")) == ["10.96.0.98"]
+    # A broken file is reported and ignored: the last good records keep answering.
+    records_file.write_text("{not json")
+    assert answers(ask(port, name)) == ["10.96.0.99"]
+
+
+def test_big_answers_truncate_over_udp_and_complete_over_tcp(tmp_path):
+    ips = [f"10.244.1.{i}" for i in range(2, 62)]
+    path = tmp_path / "dns.json"
+    write_records(str(path), {"zone": ZONE, "reverse": ["10.244.0.0/16"],
+                              "A": {f"big.default.svc.{ZONE}": ips}})
+    server = Server("127.0.0.1", 0, str(path))
+    server.start()
+    try:
+        udp = ask(server.port, f"big.default.svc.{ZONE}")
+        assert udp.header.tc and not udp.rr
+        assert len(ask(server.port, f"big.default.svc.{ZONE}", tcp=True).rr) == len(ips)
+    finally:
+        server.close()
+
+
+def test_zone_without_records_file_is_servfail_and_unhealthy(tmp_path):
+    server = Server("127.0.0.1", 0, str(tmp_path / "missing.json"), health_port=0)
+    server.start()
+    try:
+        assert ask(server.port, f"x.{ZONE}").header.rcode == RCODE.SERVFAIL
+        assert "no records" in server.healthy()
+    finally:
+        server.close()
+
+
+def test_zone_apex_and_reverse_authority():
+    zone = Zone({"zone": "Cluster.Local.", "reverse": ["10.96.0.0/12"]})
+    assert zone.apex("a.b.cluster.local") == "cluster.local"
+    assert zone.apex("1.0.96.10.in-addr.arpa") == "in-addr.arpa"
+    assert zone.apex("111.10.in-addr.arpa") == "in-addr.arpa"
+    assert zone.apex("112.10.in-addr.arpa") is None
+    assert zone.apex("x.10.in-addr.arpa") is None and zone.apex("example.com") is None
+
+
+def _start(argv: list[str], request) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()
+    request.addfinalizer(stop)
+    return proc
+
+
+def _read_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "no ready line within %ss" % timeout
+    return proc.stdout.readline()
+
+
+def test_main_serves_health_and_exits_on_sigterm(records_file, request):
+    proc = _start([sys.executable, "-m", "netlab.runtime.kubedns", "--listen", "127.0.0.1", "--port", "0",
+                   "--records", str(records_file), "--health-port", "0"], request)
+    line = _read_line(proc)
+    fields = dict(f.split("=", 1) for f in line.split()[2:])
+    port = int(fields["dns"].rsplit(":", 1)[1])
+    health = fields["health"]
+    assert ask(port, f"redis-master.default.svc.{ZONE}").rr
+    with urllib.request.urlopen(f"http://{health}/healthz", timeout=3) as resp:
+        assert resp.status == 200
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://{health}/nope", timeout=3)
+    assert err.value.code == 404
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0 and time.monotonic() - started < 2
+
+
+def test_main_reports_a_busy_port(records_file, capsys):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        assert kubedns_main(["--listen", "127.0.0.1", "--port", str(port), "--records", str(records_file),
+                             "--health-port", "0"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("kubedns: cannot listen on 127.0.0.1") and "Address already in use" in last
+
+
+# ------------------------------------------------------------------ dnsmasq in front
+
+
+def test_dnsmasq_argv():
+    argv = dnsmasq_argv("10.244.1.5", pidfile="/run/x.pid", forward_to="203.0.113.53")
+    assert argv[0].endswith("dnsmasq") and "--keep-in-foreground" in argv
+    for arg in ("--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=10.244.1.5",
+                "--port=53", "--cache-size=1000", "--no-negcache", "--log-facility=-",
+                "--pid-file=/run/x.pid", "--server=/cluster.local/127.0.0.1#10053",
+                "--server=/in-addr.arpa/127.0.0.1#10053", "--server=203.0.113.53"):
+        assert arg in argv
+    assert "--pid-file=" in dnsmasq_argv(["127.0.0.1", "10.244.1.5"])
+    assert dnsmasq_missing() is None or "apt-get install" in dnsmasq_missing()
+
+
+def _free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq needs both)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@pytest.mark.skipif(find_dnsmasq() is None, reason="dnsmasq is not installed")
+def test_dnsmasq_caches_in_front_of_kubedns(cluster, kubedns, tmp_path, request):
+    port = _free_port()
+    proc = _start(dnsmasq_argv("127.0.0.1", kubedns.port, port=port), request)
+    name = f"redis-master.default.svc.{ZONE}"
+    master = cluster.services["default/redis-master"].cluster_ip
+    deadline = time.monotonic() + 10
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            reply = ask(port, name, timeout=0.3)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "dnsmasq did not answer within 10s"
+            time.sleep(0.1)
+    assert answers(reply) == [master]                                       # (a) through kubedns
+    assert answers(ask(port, rev(master), "PTR")) == [f"{name}."]
+    assert ask(port, "www.example.com").header.rcode == RCODE.REFUSED      # nowhere to forward
+
+    kubedns.close()                                                        # kubedns goes away
+    assert answers(ask(port, name)) == [master]                            # (b) from the cache
+    try:
+        uncached = ask(port, f"frontend.default.svc.{ZONE}", timeout=0.5)
+        assert not uncached.rr
+    except OSError:
+        pass    # no answer at all is also proof that the cached one came from the cache
