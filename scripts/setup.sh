@@ -15,7 +15,7 @@ fi
 # mininet is only for the benchmarks' comparison runs.
 PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base redis-server
           redis-tools iperf3 tcpdump python3 python3-venv)
-BENCH_PACKAGES=(mininet)
+BENCH_PACKAGES=(mininet bridge-utils)
 
 missing=()
 for p in "${PACKAGES[@]}" ${NETLAB_BENCH:+"${BENCH_PACKAGES[@]}"}; do

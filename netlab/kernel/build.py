@@ -20,6 +20,7 @@ class Builder:
 
     def __init__(self):
         self._handles: dict = {}
+        self._indexes: dict[str, dict[str, int]] = {}     # netns -> device name -> ifindex
 
     def __enter__(self) -> "Builder":
         return self
@@ -38,15 +39,20 @@ class Builder:
         return self._handles[name]
 
     def forget(self, name: str) -> None:
+        self._indexes.pop(name, None)
         handle = self._handles.pop(name, None)
         if handle is not None:
             handle.close()
 
     def index(self, ns: str, dev: str) -> int:
-        found = self.handle(ns).link_lookup(ifname=dev)
-        if not found:
+        """Interface index by name, from one dump per namespace (a lookup per call is slow)."""
+        table = self._indexes.get(ns)
+        if table is None or dev not in table:
+            table = {link.get("ifname"): link["index"] for link in self.handle(ns).get_links()}
+            self._indexes[ns] = table
+        if dev not in table:
             raise KernelError(f"device {dev} not found in {ns}")
-        return found[0]
+        return table[dev]
 
     # ------------------------------------------------------------------ phases
 
@@ -56,6 +62,8 @@ class Builder:
             netns.create(name)
         for plan in plans:
             self._links(plan)
+        for plan in plans:
+            self._indexes.pop(plan.netns, None)     # devices arrived: re-read names once
         for plan in plans:
             self._devices(plan)
         for plan in plans:
@@ -74,12 +82,19 @@ class Builder:
 
     def _links(self, plan: NsPlan) -> None:
         ipr = self.handle(plan.netns)
+        devices = {d.name: d for d in plan.devices}
         for link in plan.links:
             spec: dict = {"ifname": link.name, "kind": link.kind}
             peer_fd = None
             if link.kind == "veth":
                 peer_fd = os.open(netns.netns_path(link.peer_netns), os.O_RDONLY | os.O_CLOEXEC)
                 spec["peer"] = {"ifname": link.peer, "net_ns_fd": peer_fd}
+                dev = devices.get(link.name)
+                if dev and dev.master and not dev.mac:
+                    # One request instead of two: the port is born up, sized and enslaved.
+                    spec.update(state="up", master=self.index(plan.netns, dev.master))
+                    if dev.mtu:
+                        spec["mtu"] = dev.mtu
             elif link.kind == "vxlan":
                 spec.update(vxlan_id=link.vxlan_id, vxlan_local=link.vxlan_local,
                             vxlan_port=link.vxlan_port, vxlan_learning=0,
@@ -94,8 +109,14 @@ class Builder:
 
     def _devices(self, plan: NsPlan) -> None:
         ipr = self.handle(plan.netns)
+        born_ready = {link.name for link in plan.links if link.kind == "veth"}
         # Bridges first, so that ports join a bridge that is already up.
         for dev in sorted(plan.devices, key=lambda d: bool(d.master)):
+            idx = self.index(plan.netns, dev.name)
+            if dev.name in born_ready and dev.master and not dev.mac:
+                if dev.hairpin:
+                    self._step(plan, f"hairpin on {dev.name}", ipr.brport, "set", index=idx, mode=1)
+                continue
             attrs: dict = {"state": "up"}
             if dev.mtu:
                 attrs["mtu"] = dev.mtu
@@ -103,7 +124,6 @@ class Builder:
                 attrs["address"] = dev.mac
             if dev.master:
                 attrs["master"] = self.index(plan.netns, dev.master)
-            idx = self.index(plan.netns, dev.name)
             self._step(plan, f"configure {dev.name}", ipr.link, "set", index=idx, **attrs)
             if dev.hairpin:
                 # kubelet's hairpin-veth mode: a pod can reach itself through its service.

@@ -30,7 +30,7 @@ RESTART_BACKOFF_START = 10.0
 @dataclass
 class ContainerRun:
     name: str
-    shim: int = 0
+    pid: int = 0                    # the container's process, the agent's child
     state: str = "Waiting"          # Waiting | Running | Terminated
     reason: str = "ContainerCreating"
     exit_code: Optional[int] = None
@@ -40,7 +40,7 @@ class ContainerRun:
     env: dict = field(default_factory=dict)   # as set at start: `exec` gives the same one
 
     def to_json(self) -> dict:
-        return {"name": self.name, "pid": self.shim, "state": self.state, "reason": self.reason,
+        return {"name": self.name, "pid": self.pid, "state": self.state, "reason": self.reason,
                 "exitCode": self.exit_code, "restartCount": self.restarts, "startedAt": self.started,
                 "env": self.env}
 
@@ -78,7 +78,7 @@ class Agent:
         self.lab = lab
         self.cluster: Optional[Cluster] = None
         self.pods: dict[str, PodRun] = {}
-        self.by_pid: dict[int, tuple[str, str]] = {}    # shim or holder pid -> (pod key, container)
+        self.by_pid: dict[int, tuple[str, str]] = {}    # holder or container pid -> (pod key, container; '' = holder)
         self.running = True
         self.dirty = True
 
@@ -93,12 +93,31 @@ class Agent:
         desired = self.cluster.pods
         for key in [k for k in self.pods if k not in desired]:
             self.stop_pod(key)
-        for key, pod in desired.items():
-            if key not in self.pods:
-                self.start_pod(pod)
+        # All sandboxes first, then all containers: the holders set themselves up on the
+        # other core while we fork the next ones.
+        started = [(pod, ready_fd) for pod in desired.values() if pod.meta.key not in self.pods
+                   for ready_fd in [self.start_sandbox(pod)] if ready_fd is not None]
+        for pod, ready_fd in started:
+            run = self.pods[pod.meta.key]
+            if self._wait_ready(ready_fd):
+                for c in pod.spec.containers:
+                    run.containers[c.name] = ContainerRun(c.name)
+                    self.start_container(pod, run, c.name)
+            else:
+                run.event("FailedCreatePodSandBox", "the pod sandbox did not come up; see its POD log",
+                          "Warning")
         self.dirty = True
 
-    def start_pod(self, pod: Pod) -> None:
+    @staticmethod
+    def _wait_ready(fd: int, timeout: float = 10.0) -> bool:
+        try:
+            readable, _, _ = select.select([fd], [], [], timeout)
+            return bool(readable) and os.read(fd, 1) == b"1"
+        finally:
+            os.close(fd)
+
+    def start_sandbox(self, pod: Pod) -> Optional[int]:
+        """Fork the pod's holder; return the fd that says it is ready (None if it failed)."""
         run = PodRun(pod.meta.key, ports=sorted({p.container_port for c in pod.spec.containers
                                                   for p in c.ports if p.protocol == "TCP"}))
         self.pods[pod.meta.key] = run
@@ -106,16 +125,14 @@ class Agent:
         etc_dir = str(state.ETC_NETNS / netns)
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
-            run.holder = podproc.spawn_holder(f"/run/netns/{netns}", pod.spec.hostname or pod.meta.name,
-                                              etc_dir, str(log))
-        except (OSError, RuntimeError) as exc:
+            run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",
+                                                        pod.spec.hostname or pod.meta.name, etc_dir, str(log))
+        except OSError as exc:
             run.event("FailedCreatePodSandBox", str(exc), "Warning")
-            return
+            return None
         self.by_pid[run.holder] = (run.key, "")
         run.event("Scheduled", f"Successfully assigned {pod.meta.key} to {pod.spec.node_name}")
-        for c in pod.spec.containers:
-            run.containers[c.name] = ContainerRun(c.name)
-            self.start_container(pod, run, c.name)
+        return ready_fd
 
     def start_container(self, pod: Pod, run: PodRun, name: str) -> None:
         from . import workloads
@@ -129,12 +146,12 @@ class Agent:
                                  [(p.container_port, p.protocol, p.name) for p in container.ports], env)
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, name)
         try:
-            cr.shim = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin)
+            cr.pid = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin)
         except OSError as exc:
             cr.state, cr.reason = "Waiting", "CreateContainerError"
             run.event("Failed", f"Error: {exc}", "Warning")
             return
-        self.by_pid[cr.shim] = (run.key, name)
+        self.by_pid[cr.pid] = (run.key, name)
         cr.env = env
         cr.state, cr.reason, cr.started, cr.exit_code = "Running", "", time.time(), None
         run.event("Started", f"Started container {name}")
@@ -144,7 +161,7 @@ class Agent:
         run = self.pods.pop(key, None)
         if run is None:
             return
-        pids = [c.shim for c in run.containers.values() if c.state == "Running"] + [run.holder]
+        pids = [c.pid for c in run.containers.values() if c.state == "Running"] + [run.holder]
         for pid in pids:
             if pid:
                 try:
@@ -176,7 +193,7 @@ class Agent:
                 run.holder = 0
                 continue
             cr = run.containers[name]
-            cr.state, cr.exit_code, cr.shim = "Terminated", code, 0
+            cr.state, cr.exit_code, cr.pid = "Terminated", code, 0
             cr.reason = "Completed" if code == 0 else "Error"
             run.event("Died" if code else "Completed", f"Container {name} exited with code {code}",
                       "Warning" if code else "Normal")

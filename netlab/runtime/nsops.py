@@ -31,6 +31,10 @@ def setns_path(path: str, nstype: int = 0) -> None:
         os.close(fd)
 
 
+def setns_fd(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, nstype), f"setns {nstype:#x}")
+
+
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
@@ -43,6 +47,10 @@ def sethostname(name: str) -> None:
 def mount(source: str, target: str, fstype: str, flags: int, data: str | None = None) -> None:
     _check(_libc.mount(source.encode(), target.encode(), fstype.encode(), flags,
                        data.encode() if data else None), f"mount {target}")
+
+
+def umount_detach(target: str) -> None:
+    _check(_libc.umount2(target.encode(), 2), f"umount {target}")   # MNT_DETACH
 
 
 def make_mounts_private() -> None:
