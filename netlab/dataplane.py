@@ -1,4 +1,4 @@
-"""kube-proxy's sync loop, one pass: render every node's rules and apply them atomically.
+"""One sync pass over the lab's services: kube-proxy's rules on every node, kube-dns's records.
 
 Each node's chain list is remembered in /run/netlab/<lab>/kubeproxy.json, so the next pass
 deletes chains whose service or endpoint is gone, as kube-proxy does with its own memory.
@@ -33,3 +33,8 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
         iptables.sync_node(node.netns, text)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
     state.write_json(_chains_file(cluster.name), owned)
+    if cluster.config.dns:
+        from .model.addons import records_path
+        from .model.dns import build_records
+        from .runtime.kubedns import write_records
+        write_records(records_path(cluster.name), build_records(cluster, ready))

@@ -102,6 +102,11 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
     cluster = load_lab(path, name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode)
     require_root()
     lab = cluster.name
+    if cluster.config.dns:
+        from .runtime.dnsmasq import dnsmasq_missing
+        problem = dnsmasq_missing()
+        if problem:
+            raise StateError(f"cluster DNS needs dnsmasq: {problem} (or set spec.dns: false)")
     if lab in running_labs():
         raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name')
     t = timings.record("load", t)

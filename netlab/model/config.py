@@ -10,7 +10,7 @@ from .names import check_dns_label, check_dns_subdomain, validate_lab_name
 BACKENDS = ("vxlan", "host-gw")
 PROXY_MODES = ("iptables",)   # userspace mode: not built yet (issue 6)
 LAB_API_VERSIONS = ("netlab/v1",)
-SPEC_FIELDS = ("nodes", "backend", "proxyMode", "network")
+SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "network")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class LabConfig:
     nodes: list[NodeSpec]
     backend: str = "vxlan"
     proxy_mode: str = "iptables"
+    dns: bool = True                  # the kube-dns add-on (kubedns + dnsmasq in kube-system)
     cluster_cidr: str = "10.244.0.0/16"
     node_prefix: int = 24
     service_cidr: str = "10.96.0.0/12"
@@ -45,7 +46,7 @@ class LabConfig:
             "apiVersion": "netlab/v1", "kind": "Lab", "metadata": {"name": self.name},
             "spec": {
                 "nodes": [{"name": n.name, "labels": n.labels} for n in self.nodes],
-                "backend": self.backend, "proxyMode": self.proxy_mode,
+                "backend": self.backend, "proxyMode": self.proxy_mode, "dns": self.dns,
                 "network": {
                     "clusterCIDR": self.cluster_cidr, "nodeSubnetPrefix": self.node_prefix,
                     "serviceCIDR": self.service_cidr, "dnsServiceIP": self.dns_ip,
@@ -132,6 +133,9 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     if proxy_mode not in PROXY_MODES:
         raise _err(file, "spec.proxyMode", f"supported values: {', '.join(PROXY_MODES)}", proxy_mode)
 
+    dns = spec.get("dns", True)
+    if not isinstance(dns, bool):
+        raise _err(file, "spec.dns", "must be true or false", dns)
     net = spec.get("network") or {}
     if not isinstance(net, dict):
         raise _err(file, "spec.network", "must be a mapping")
@@ -141,7 +145,7 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     for key in net:
         if key not in known:
             raise _err(file, f"spec.network.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-    cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, source=file)
+    cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, dns=dns, source=file)
     p = "spec.network."
     cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")
     if cluster.prefixlen > 28:

@@ -67,8 +67,11 @@ def read_objects(path: Path) -> tuple[Optional[dict], Optional[str], list]:
 
 def load_lab(path: str | Path, *, name: str | None = None, nodes: int | None = None,
              backend: str | None = None, proxy_mode: str | None = None,
-             seed: int | None = None) -> Cluster:
-    """Read and admit a whole lab; every error is a one-line LabError, and nothing is touched."""
+             seed: int | None = None, addons: bool = True) -> Cluster:
+    """Read and admit a whole lab; every error is a one-line LabError, and nothing is touched.
+
+    `addons=False` leaves out the cluster add-ons (kube-dns) even when lab.yaml enables them.
+    """
     path = Path(path)
     lab_doc, lab_file, objects = read_objects(path)
     default_name = (path if path.is_dir() else path.with_suffix("")).resolve().name.lower()
@@ -79,6 +82,9 @@ def load_lab(path: str | Path, *, name: str | None = None, nodes: int | None = N
                                nodes_override=nodes, name_override=name,
                                backend_override=backend, proxy_override=proxy_mode)
     cluster = Cluster(config=cfg, nodes=make_nodes(cfg), seed=seed)
+    if cfg.dns and addons:
+        from .addons import ADDON_SOURCE, kube_dns
+        objects = [parse_object(doc, ADDON_SOURCE) for doc in kube_dns(cfg)] + objects
     cluster.admit(objects)
     return cluster
 

@@ -9,9 +9,14 @@ import pytest
 
 from netlab.model.cluster import _SUFFIX_ALPHABET, Cluster, make_nodes
 from netlab.model.errors import InvalidError, LabError, NotFoundError
-from netlab.model.loader import load_lab
+from netlab.model.loader import load_lab as _load_lab
 
 from .model_helpers import GUESTBOOK, check_error, cluster, lab, parse, pod_doc, rc_doc, svc_doc
+
+
+def load_lab(*args, **kwargs):
+    """These tests are about the lab's own objects: leave the kube-dns add-on out."""
+    return _load_lab(*args, addons=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -391,3 +396,16 @@ def test_remove_service_releases_its_addresses():
     c.admit([parse(svc_doc("lb2", type="LoadBalancer", clusterIP=ip, loadBalancerIP=lb_ip,
                            ports=[{"port": 80, "nodePort": 30005}]))])
     assert c.service("lb2").cluster_ip == ip and c.service("lb2").load_balancer_ip == lb_ip
+
+
+def test_every_lab_gets_the_kube_dns_addon_unless_disabled(tmp_path):
+    c = _load_lab(GUESTBOOK, seed=1)
+    svc = c.service("kube-dns", "kube-system")
+    assert svc.cluster_ip == c.config.dns_ip == "10.96.0.10"
+    assert [(p.name, p.port, p.protocol) for p in svc.ports] == [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")]
+    dns_pods = [p for p in c.pods.values() if p.meta.namespace == "kube-system"]
+    assert [ctr.name for ctr in dns_pods[0].spec.containers] == ["kubedns", "dnsmasq"]
+    (tmp_path / "lab.yaml").write_text("apiVersion: netlab/v1\nkind: Lab\nmetadata: {name: x}\nspec: {dns: false}\n"
+                                       "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+                                       "spec: {containers: [{name: c, image: x}]}\n")
+    assert list(_load_lab(tmp_path).pods) == ["default/p"]

@@ -16,7 +16,8 @@ from .images import BUILTIN, describe, redis_server_path, resolve
 __all__ = ["BUILTIN", "describe", "redis_server_path", "resolve", "run_builtin"]
 
 # workload name -> module that provides main(args: list[str]) -> int
-_MODULES = {"netexec": "netexec", "guestbook": "guestbook", "pause": "pause"}
+_MODULES = {"netexec": "netexec", "guestbook": "guestbook", "pause": "pause",
+            "kubedns": "kubedns", "dnsmasq": "dnsmasq"}
 
 
 def run_builtin(argv: list[str]) -> int:

@@ -43,8 +43,8 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str],
             return _redis_argv(server, kind == "redis-replica", args, env)
     if kind == "guestbook":
         return [BUILTIN, "guestbook", *_guestbook_flags(ports, env), *args]
-    if kind == "pause":
-        return [BUILTIN, "pause", *args]
+    if kind in ("pause", "kubedns", "dnsmasq"):
+        return [BUILTIN, kind, *args]
     return [BUILTIN, "netexec", *_port_flags(ports), *args]
 
 
@@ -61,6 +61,8 @@ def describe(image: str, command: Sequence[str] = (), args: Sequence[str] = ()) 
     return {
         "guestbook": "netlab guestbook frontend (stands in for the PHP app)",
         "pause": "netlab pause (holds until SIGTERM)",
+        "kubedns": "netlab kubedns (cluster DNS records on 127.0.0.1:10053)",
+        "dnsmasq": "dnsmasq (real, caching in front of kubedns)",
     }.get(kind, "netlab netexec test server")
 
 
@@ -75,6 +77,10 @@ def _kind(image: str) -> str:
         return "redis-replica" if "slave" in base or "replica" in base else "redis-master"
     if base == "pause" or base.startswith("pause-"):
         return "pause"
+    if base.startswith("k8s-dns-kube-dns"):
+        return "kubedns"
+    if base.startswith("k8s-dns-dnsmasq"):
+        return "dnsmasq"
     if base in _SHELL_IMAGES:
         return "shell"
     return "netexec"
