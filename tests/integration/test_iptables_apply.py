@@ -111,8 +111,9 @@ def test_counters_count_packets(netns, guestbook):
     counted = {(r.chain, r.target): r.packets for r in rules}
     assert counted["OUTPUT", "KUBE-SERVICES"] >= 1
     assert counted["KUBE-SERVICES", svc] == 1          # nat sees a connection's first packet only
+    master_pod = next(p for p in guestbook.pods.values() if p.meta.labels.get("name") == "redis-master")
     dnat = next(r for r in rules if r.chain.startswith("KUBE-SEP-") and r.target == "DNAT"
-                and r.target_params["to-destination"] == ["10.244.2.3:6379"])
+                and r.target_params["to-destination"] == [f"{master_pod.pod_ip}:6379"])
     assert dnat.packets == 1 and dnat.bytes > 0
     assert all(r.packets == 0 for r in read_rules(netns, "nat", counters=False))
 

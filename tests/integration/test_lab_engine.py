@@ -114,7 +114,7 @@ def test_down_removes_every_trace(make_lab):
     cluster = make_lab(manifests=PINNED % {"backend": "vxlan"})
     lab = cluster.name
     spaces = engine.lab_namespaces(lab)
-    assert len(spaces) == 3 + 2 + 3
+    assert len(spaces) == 3 + len(cluster.nodes) + len(cluster.pods)   # underlay, client, internet
     inodes = [netns.inode(n) for n in spaces]
     assert netns.pids_in(inodes), "pods should have processes"
     engine.down(lab)
