@@ -172,13 +172,22 @@ def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
 
 
+def ready_pods(lab: str) -> Optional[set[str]]:
+    """Pods the agent reports Running and Ready; None (every pod) before it has reported."""
+    status = state.read_json(state.status_file(lab))
+    if not status:
+        return None
+    return {key for key, st in status.get("pods", {}).items() if st.get("ready")}
+
+
 def sync_dataplane(cluster: Cluster) -> None:
-    """kube-proxy's job on every node; a no-op until the Service data plane is present."""
-    try:
-        from . import dataplane
-    except ImportError:
-        return
-    dataplane.sync(cluster)
+    """kube-proxy's and kube-dns's job: rules on every node and DNS records, for ready pods."""
+    from . import dataplane
+    ready = ready_pods(cluster.name)
+    if ready is not None:
+        # Pods the agent has not seen yet (just applied) count as ready until it reports.
+        ready |= {key for key in cluster.pods if key not in (pod_status(cluster.name) or {})}
+    dataplane.sync(cluster, ready)
 
 
 def wait_for_pods(cluster: Cluster, timeout: float, progress: Progress = _no_progress) -> None:
@@ -360,9 +369,11 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
     return results
 
 
-def _converge(cluster: Cluster, snapshot: dict, added: list[Pod], removed: list[str]) -> None:
+def _converge(cluster: Cluster, snapshot: dict, added: list[Pod], removed: list[str],
+              agent_sync: Optional[Callable[[], None]] = None) -> None:
     """Make the kernel and the agent follow a changed cluster: new pods wired, gone pods
-    unwired, rules re-synced on every node. If wiring fails, the previous state returns."""
+    unwired, rules re-synced on every node. If wiring fails, the previous state returns.
+    The agent itself passes `agent_sync` (it cannot ask its own socket)."""
     old = Cluster.from_state(snapshot)
     try:
         with Builder() as builder:
@@ -372,14 +383,30 @@ def _converge(cluster: Cluster, snapshot: dict, added: list[Pod], removed: list[
             netns.delete(cluster.pod_netns(pod))
         raise
     save(cluster)
-    if agent_client.agent_pid(cluster.name):
+    if agent_sync is not None:
+        agent_sync()
+    elif agent_client.agent_pid(cluster.name):
         agent_client.request(cluster.name, "sync")      # stops removed pods, starts new ones
-    for key in removed:
-        gone = old.pods[key]
-        ns = old.pod_netns(gone)
-        ino = netns.inode(ns)
-        if ino:
-            netns.kill_processes([ino])
+    gone = [old.pod_netns(old.pods[key]) for key in removed]
+    netns.kill_processes([i for i in (netns.inode(ns) for ns in gone) if i])
+    for ns in gone:
         netns.delete(ns)
         shutil.rmtree(state.ETC_NETNS / ns, ignore_errors=True)
     sync_dataplane(cluster)
+
+
+def evict_node(lab: str, node: str, agent_sync: Callable[[], None]) -> list[str]:
+    """The node controller's eviction: the node is NotReady, its pods are deleted, and their
+    controllers recreate them on the nodes that are left. Returns the evicted pods."""
+    cluster = load(lab)
+    snapshot = cluster.snapshot()
+    cluster.not_ready.add(node)
+    gone = [p.meta.key for p in cluster.pods_on(node)]
+    for key in gone:
+        cluster.remove_pod(key)
+    before = set(cluster.pods)
+    for rc in cluster.rcs.values():
+        cluster.reconcile_rc(rc)
+    _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
+              removed=gone, agent_sync=agent_sync)
+    return gone

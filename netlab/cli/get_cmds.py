@@ -53,7 +53,7 @@ def pod_view(cluster, status: dict, pod) -> dict:
     """What `get pods` shows of a pod, and what its JSON carries."""
     st = status.get(pod.meta.key, {})
     containers = st.get("containers", [])
-    ready = sum(1 for c in containers if c.get("state") == "Running")
+    ready = sum(1 for c in containers if c.get("ready"))
     phase = st.get("phase", "Pending")
     reason = next((c.get("reason") for c in containers if c.get("state") != "Running" and c.get("reason")), "")
     return {"name": pod.meta.name, "namespace": pod.meta.namespace, "node": pod.spec.node_name,

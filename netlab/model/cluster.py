@@ -77,6 +77,8 @@ class Cluster:
     rcs: dict[str, ReplicationController] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     seed: Optional[int] = None
+    # Nodes the node controller has found NotReady: tainted, so nothing new lands there.
+    not_ready: set[str] = field(default_factory=set)
 
     def __post_init__(self):
         self._rand = random.Random(self.seed)
@@ -207,8 +209,8 @@ class Cluster:
             except NotFoundError:
                 raise InvalidError("no such node", value=pod.spec.node_name,
                                    **self._where(pod, "spec.nodeName")) from None
-        fits = [n for n in self.nodes
-                if all(n.labels.get(k) == v for k, v in pod.spec.node_selector.items())]
+        fits = [n for n in self.nodes if n.name not in self.not_ready
+                and all(n.labels.get(k) == v for k, v in pod.spec.node_selector.items())]
         if not fits:
             raise InvalidError("0/%d nodes are available: node(s) didn't match Pod's node affinity/selector"
                                % len(self.nodes), value=pod.spec.node_selector,
@@ -293,6 +295,7 @@ class Cluster:
             # Like host-local IPAM's last_reserved_ip: a new pod gets the next address, not
             # the one a deleted pod just gave back.
             "ipam": {node: pool.cursor() for node, pool in self._pod_pools.items()},
+            "notReadyNodes": sorted(self.not_ready),
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
@@ -320,6 +323,7 @@ class Cluster:
                 obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
                 cluster._pod_pools[obj.spec.node_name].take(obj.pod_ip)
                 cluster.pods[obj.meta.key] = obj
+        cluster.not_ready = set(state.get("notReadyNodes") or ())
         for node, cursor in (state.get("ipam") or {}).items():
             if node in cluster._pod_pools:
                 cluster._pod_pools[node].set_cursor(cursor)

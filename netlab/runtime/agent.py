@@ -22,6 +22,7 @@ from .. import state
 from ..model.cluster import Cluster
 from ..model.objects import Pod
 from . import nsops, pods as podproc
+from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
 RESTART_BACKOFF_START = 10.0
@@ -38,9 +39,16 @@ class ContainerRun:
     started: float = 0.0
     next_start: float = 0.0         # back-off deadline while waiting to restart
     env: dict = field(default_factory=dict)   # as set at start: `exec` gives the same one
+    probes: list = field(default_factory=list)  # ProbeState for readiness and liveness
+
+    @property
+    def ready(self) -> bool:
+        """kubelet's container readiness: running, and every readiness probe has passed."""
+        return self.state == "Running" and all(p.ok for p in self.probes if p.kind == "readiness")
 
     def to_json(self) -> dict:
         return {"name": self.name, "pid": self.pid, "state": self.state, "reason": self.reason,
+                "ready": self.ready,
                 "exitCode": self.exit_code, "restartCount": self.restarts, "startedAt": self.started,
                 "env": self.env}
 
@@ -81,6 +89,7 @@ class Agent:
         self.by_pid: dict[int, tuple[str, str]] = {}    # holder or container pid -> (pod key, container; '' = holder)
         self.running = True
         self.dirty = True
+        self.published_ready: Optional[set[str]] = None   # what the data plane last saw
 
     # ---------------------------------------------------------------- pods
 
@@ -153,6 +162,10 @@ class Agent:
             return
         self.by_pid[cr.pid] = (run.key, name)
         cr.env = env
+        now = time.monotonic()
+        cr.probes = [ProbeState(kind, probe, now + probe.initial_delay)
+                     for kind, probe in (("readiness", container.readiness_probe),
+                                         ("liveness", container.liveness_probe)) if probe]
         cr.state, cr.reason, cr.started, cr.exit_code = "Running", "", time.time(), None
         run.event("Started", f"Started container {name}")
         self.dirty = True
@@ -166,6 +179,7 @@ class Agent:
             if pid:
                 try:
                     os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, signal.SIGCONT)     # a frozen (node-down) process must see it
                 except ProcessLookupError:
                     pass
         for pid in pids:
@@ -240,9 +254,70 @@ class Agent:
             phase = "Running" if "Running" in states else "Pending"
         listening = _listening_ports(run.holder) if run.holder else set()
         serving = all(p in listening for p in run.ports)
-        ready = phase == "Running" and all(s == "Running" for s in states)
+        ready = phase == "Running" and all(c.ready for c in run.containers.values())
         return {"phase": phase, "ready": ready, "serving": serving and ready, "holderPid": run.holder,
                 "containers": containers, "events": run.events}
+
+    # ---------------------------------------------------------------- probes
+
+    def run_probes(self) -> None:
+        now = time.monotonic()
+        for run in list(self.pods.values()):
+            pod = self.cluster.pods.get(run.key)
+            if pod is None or not run.holder:
+                continue
+            node = self.cluster.node(pod.spec.node_name)
+            for cr in run.containers.values():
+                if cr.state != "Running":
+                    continue
+                container = next(c for c in pod.spec.containers if c.name == cr.name)
+                for ps in cr.probes:
+                    if ps.next_at > now:
+                        continue
+                    passed, detail = run_probe(ps.probe, pod, container, node.netns, run.holder)
+                    if not passed:
+                        run.event("Unhealthy", f"{ps.kind.capitalize()} probe failed: {detail}", "Warning")
+                    if ps.record(passed, detail):
+                        self.dirty = True
+                        if ps.kind == "liveness" and ps.ok is False:
+                            run.event("Killing", f"Container {cr.name} failed liveness probe, will be restarted",
+                                      "Normal")
+                            try:
+                                os.kill(cr.pid, signal.SIGKILL)
+                            except ProcessLookupError:
+                                pass
+
+    def node_controller(self) -> None:
+        """Evict the pods of nodes that have been down longer than their grace period."""
+        from .. import engine, faults
+        recorded = faults.read(self.lab)
+        changed = False
+        for node, fault in recorded["nodes"].items():
+            if fault.get("evicted") or time.time() - fault["since"] < fault["grace"]:
+                continue
+            try:
+                gone = engine.evict_node(self.lab, node, agent_sync=self.sync)
+            except Exception as exc:  # keep supervising; report and retry next round
+                print(f"agent: evicting node {node} failed: {exc}", file=sys.stderr, flush=True)
+                continue
+            print(f"agent: node {node} NotReady for {fault['grace']:g}s: evicted {', '.join(gone) or 'nothing'}",
+                  flush=True)
+            fault["evicted"] = True
+            changed = True
+        if changed:
+            state.write_json(faults.faults_file(self.lab), recorded)
+
+    def follow_readiness(self, status: dict) -> None:
+        """Endpoints follow readiness: re-sync rules and DNS when the set of ready pods changes."""
+        ready = {key for key, st in status["pods"].items() if st["ready"]}
+        if ready == self.published_ready:
+            return
+        self.published_ready = ready
+        from ..dataplane import sync
+        try:
+            sync(self.cluster, ready)
+        except Exception as exc:  # keep supervising; the next change retries
+            print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
 
     def publish(self) -> dict:
         status = {"agentPid": os.getpid(), "updated": time.time(),
@@ -292,11 +367,13 @@ class Agent:
                 os.read(wake_r, 4096)
             self.reap()
             self.restart_due()
+            self.run_probes()
             if server in readable:
                 self._answer(server)
             # Re-publish now and then: "serving" changes without any event we would see.
             if self.dirty or time.monotonic() - last_publish > 1.0:
-                self.publish()
+                self.node_controller()
+                self.follow_readiness(self.publish())
                 last_publish = time.monotonic()
         self.shutdown()
         return 0

@@ -239,7 +239,8 @@ def self_query(host: str, port: int, zone: str) -> Optional[str]:
 class Server:
     """The DNS listeners (UDP and TCP on one port) and the optional health endpoint."""
 
-    def __init__(self, listen: str, port: int, records_path: str, health_port: Optional[int] = None):
+    def __init__(self, listen: str, port: int, records_path: str, health_port: Optional[int] = None,
+                 health_listen: Optional[str] = None):
         self.records = RecordsFile(records_path)
         self.records.current()
         resolver = Resolver(self.records)
@@ -250,7 +251,8 @@ class Server:
         self.health: Optional[ThreadingHTTPServer] = None
         if health_port is not None:
             try:
-                self.health = ThreadingHTTPServer((listen, health_port), _health_handler(self))
+                # kubelet probes from the node, so the health port may need a wider address.
+                self.health = ThreadingHTTPServer((health_listen or listen, health_port), _health_handler(self))
             except OSError:
                 for s in self.dns:
                     s.server.server_close()
@@ -330,6 +332,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--port", type=int, default=10053, help="UDP and TCP port (default 10053; 0 = any)")
     p.add_argument("--records", required=True, help="records JSON written by write_records")
     p.add_argument("--health-port", type=int, default=8081, help="HTTP /healthz port (default 8081; 0 = any)")
+    p.add_argument("--health-listen", default=None, help="address of the health port (default: --listen)")
     args = p.parse_args(argv)
 
     # Block the stop signals before any thread starts (threads inherit the mask), then
@@ -338,7 +341,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         try:
-            server = Server(args.listen, args.port, args.records, args.health_port)
+            server = Server(args.listen, args.port, args.records, args.health_port, args.health_listen)
         except OSError as exc:
             log(f"cannot listen on {args.listen} (dns port {args.port}, health port {args.health_port}): "
                 f"{exc.strerror or exc}")
