@@ -23,12 +23,19 @@ def endpoints(cluster: Cluster, ready: Optional[set[str]] = None) -> dict:
     return {key: endpoints_for(svc, cluster.pods.values(), ready) for key, svc in cluster.services.items()}
 
 
+def proxy_config_file(lab: str, node: str):
+    return state.lab_dir(lab) / f"userspace-{node}.json"
+
+
 def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
-    """Bring every node's kube-proxy rules in line with the cluster's services and endpoints."""
+    """Bring every node's kube-proxy in line with the cluster's services and endpoints."""
     previous = state.read_json(_chains_file(cluster.name)) or {}
     eps = endpoints(cluster, ready)
     owned = {}
     for node in cluster.nodes:
+        if cluster.config.proxy_mode == "userspace":
+            owned[node.name] = _sync_userspace(cluster, node, eps, previous.get(node.name) or {})
+            continue
         text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=previous.get(node.name, ()))
         iptables.sync_node(node.netns, text)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
@@ -38,3 +45,13 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
         from .model.dns import build_records
         from .runtime.kubedns import write_records
         write_records(records_path(cluster.name), build_records(cluster, ready))
+
+
+def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict) -> dict:
+    """userspace mode: the proxy's config first (its listeners open), then the portal rules."""
+    from .plan import userspace
+    ports = userspace.proxy_ports(cluster, node, previous=previous_ports)
+    state.write_json(proxy_config_file(cluster.name, node.name), userspace.proxy_config(cluster, node, ports, eps))
+    iptables.sync_node(node.netns, userspace.render_userspace_rules(cluster, node, ports),
+                       jumps=userspace.render_jumps())
+    return ports

@@ -108,7 +108,8 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
         if problem:
             raise StateError(f"cluster DNS needs dnsmasq: {problem} (or set spec.dns: false)")
     if lab in running_labs():
-        raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name')
+        raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name '
+                         f'(if its agent is gone, `netlab agent restart --lab {lab}` picks it up)')
     t = timings.record("load", t)
     try:
         state.lab_dir(lab).mkdir(parents=True)
@@ -410,3 +411,19 @@ def evict_node(lab: str, node: str, agent_sync: Callable[[], None]) -> list[str]
     _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
               removed=gone, agent_sync=agent_sync)
     return gone
+
+
+def restart_agent(lab: str) -> int:
+    """Start a new agent for a running lab; the network stays, pod processes start afresh.
+
+    A dead agent's children were re-parented away from us, so the new agent cannot supervise
+    them: they are stopped and started again (same names, same addresses)."""
+    require_root()
+    cluster = load(lab)
+    agent_client.stop(lab)
+    # Pods' processes and the userspace proxies (in the nodes' namespaces) go with the old agent.
+    spaces = [cluster.pod_netns(p) for p in cluster.pods.values()] + [n.netns for n in cluster.nodes]
+    netns.kill_processes([i for i in (netns.inode(ns) for ns in spaces) if i])
+    pid = agent_client.start(lab)
+    wait_for_pods(cluster, 60)
+    return pid

@@ -8,7 +8,7 @@ from .errors import InvalidError
 from .names import check_dns_label, check_dns_subdomain, validate_lab_name
 
 BACKENDS = ("vxlan", "host-gw")
-PROXY_MODES = ("iptables",)   # userspace mode: not built yet (issue 6)
+PROXY_MODES = ("iptables", "userspace")
 LAB_API_VERSIONS = ("netlab/v1",)
 SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "network")
 

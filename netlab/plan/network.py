@@ -162,6 +162,10 @@ def plan_node(cluster: Cluster, node: Node) -> NsPlan:
                                        # kube-proxy sets this so NodePorts answer on 127.0.0.1.
                                        "net.ipv4.conf.all.route_localnet": "1",
                                        "net.ipv4.conf.all.rp_filter": "0"})
+    if cfg.proxy_mode == "userspace":
+        # The userspace proxy's listening ports lie in the ephemeral range: keep them out of it.
+        from .userspace import RESERVED_PORTS_SYSCTL
+        plan.sysctls.update(RESERVED_PORTS_SYSCTL)
     plan.devices.append(Device("eth0", mtu=cfg.mtu))
     plan.addresses.append(("eth0", f"{node.internal_ip}/{_prefixlen(cfg.underlay_cidr)}"))
     plan.routes.append(Route("default", via=router_ip(cluster)))

@@ -90,6 +90,7 @@ class Agent:
         self.running = True
         self.dirty = True
         self.published_ready: Optional[set[str]] = None   # what the data plane last saw
+        self.proxies: dict[str, int] = {}                  # node -> userspace proxy pid
 
     # ---------------------------------------------------------------- pods
 
@@ -197,6 +198,10 @@ class Agent:
             if owner is None:
                 continue
             key, name = owner
+            if not key:        # a userspace proxy died: keep_proxies starts a new one
+                self.proxies.pop(name, None)
+                print(f"agent: kube-proxy on {name} exited ({status}); restarting", flush=True)
+                continue
             run = self.pods.get(key)
             if run is None:
                 continue
@@ -287,6 +292,39 @@ class Agent:
                             except ProcessLookupError:
                                 pass
 
+    # ---------------------------------------------------------------- kube-proxy (userspace)
+
+    def keep_proxies(self) -> None:
+        """userspace mode: one proxy process per node, in the node's namespace; restart if it dies."""
+        if self.cluster.config.proxy_mode != "userspace":
+            return
+        for node in self.cluster.nodes:
+            if node.name not in self.proxies:
+                self.proxies[node.name] = self._spawn_proxy(node)
+
+    def _spawn_proxy(self, node) -> int:
+        from ..dataplane import proxy_config_file
+        log = os.open(str(state.lab_dir(self.lab) / f"kube-proxy-{node.name}.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        pid = os.fork()
+        if pid != 0:
+            os.close(log)
+            self.by_pid[pid] = ("", node.name)
+            return pid
+        code = 1
+        try:
+            podproc._forget_agent_signals()
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            # Inherited sockets (pods' listeners among them) must not live on in the proxy.
+            os.closerange(3, 65536)
+            from ..kernel import netns as netns_mod
+            from .userspace_proxy import run
+            netns_mod.enter(node.netns)
+            code = run(str(proxy_config_file(self.lab, node.name)))
+        finally:
+            os._exit(code)
+
     def node_controller(self) -> None:
         """Evict the pods of nodes that have been down longer than their grace period."""
         from .. import engine, faults
@@ -320,7 +358,7 @@ class Agent:
             print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
 
     def publish(self) -> dict:
-        status = {"agentPid": os.getpid(), "updated": time.time(),
+        status = {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
                   "pods": {k: self.pod_status(r) for k, r in self.pods.items()}}
         state.write_json(state.status_file(self.lab), status)
         self.dirty = False
@@ -366,6 +404,7 @@ class Agent:
             if wake_r in readable:
                 os.read(wake_r, 4096)
             self.reap()
+            self.keep_proxies()
             self.restart_due()
             self.run_probes()
             if server in readable:
@@ -400,6 +439,11 @@ class Agent:
     def shutdown(self) -> None:
         for key in list(self.pods):
             self.stop_pod(key)
+        for pid in self.proxies.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             try:
