@@ -26,6 +26,12 @@ def agent_pid(lab: str) -> Optional[int]:
 
 
 def start(lab: str, timeout: float = 15.0) -> int:
+    # A dead agent's socket and status must not pass for the new agent's.
+    for leftover in (state.agent_socket(lab), state.status_file(lab), state.agent_pidfile(lab)):
+        try:
+            leftover.unlink()
+        except FileNotFoundError:
+            pass
     log = open(state.lab_dir(lab) / "agent.log", "ab")
     env = dict(os.environ, **{state.LAB_ENV: lab})
     # The agent must import this same netlab, wherever it was imported from.
@@ -40,7 +46,8 @@ def start(lab: str, timeout: float = 15.0) -> int:
         if proc.poll() is not None:
             raise StateError(f"the lab agent exited with code {proc.returncode}; see "
                              f"{state.lab_dir(lab) / 'agent.log'}")
-        if state.agent_socket(lab).exists() and state.read_json(state.status_file(lab)):
+        if (agent_pid(lab) == proc.pid and state.agent_socket(lab).exists()
+                and state.read_json(state.status_file(lab))):
             return proc.pid
         time.sleep(0.02)
     raise StateError(f"the lab agent did not come up within {timeout:.0f}s")
