@@ -1,0 +1,87 @@
+"""The cluster and the world: NodePort and LoadBalancer from an outside client, and pods
+reaching the (simulated) internet through SNAT."""
+from __future__ import annotations
+
+from ...model.objects import Service, ServicePort
+from ...model.services import Endpoint
+from .. import sockets
+from ..catalog import check
+from ..lab import LabView, pod_label
+from ..landing import coverage, land
+from ..result import Evidence
+from . import DOC002, DOC004
+from .services import judge_landing, node_addresses, served
+
+
+def _node_ports(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
+    return [(s, p, e) for s, p, e in served(view) if p.node_port]
+
+
+@check("nodeport-outside",
+       claim="A NodePort service answers on that port of every node's address, from a client "
+             "outside the cluster, whether or not the node runs one of its pods; the pod sees the "
+             "node that took the connection (SNAT), so replies go back the same way.",
+       source=f"{DOC002} (NodePort: 在Kubernetes集群中的每个Node上打开一个主机上的真实端口号), {DOC004} §4.2",
+       needs="the service data plane and a NodePort (or LoadBalancer) service with endpoints",
+       applies=lambda view: view.dataplane and bool(_node_ports(view)))
+def nodeport_outside(view: LabView, ev: Evidence) -> str:
+    for svc, port, eps in _node_ports(view):
+        count = coverage(len(eps))
+        for node in view.cluster.nodes:
+            address = f"{node.internal_ip}:{port.node_port}"
+            landing = land(view, view.client_netns, node.internal_ip, port.node_port, eps, count)
+            ok, seen, expected = judge_landing(landing, count, address)
+            ips = {p.rsplit(":", 1)[0] for peers in landing.by_pod.values() for p in peers}
+            snat = ips <= node_addresses(node)
+            ev.add(f"client {view.client_ip}", f"{address} (node {node.name}, service {svc.meta.key})",
+                   f"{count} TCP connections, held", f"{seen}; servers saw {', '.join(sorted(ips)) or 'nothing'}",
+                   ok and snat, f"{expected}, seen from {node.name}'s addresses")
+    return "every node answered the NodePort from outside"
+
+
+def _balancers(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
+    return [(s, p, e) for s, p, e in served(view) if s.type == "LoadBalancer" and s.load_balancer_ip]
+
+
+@check("loadbalancer-outside",
+       claim="A LoadBalancer service answers on its load-balancer address from outside the "
+             "cluster: the underlay routes the address to the nodes, whose rules pick a pod.",
+       source=f"{DOC002} (LoadBalancer: 需要指定负载均衡器的IP地址), {DOC004} §4.2",
+       needs="the service data plane and a LoadBalancer service with endpoints",
+       applies=lambda view: view.dataplane and bool(_balancers(view)))
+def loadbalancer_outside(view: LabView, ev: Evidence) -> str:
+    nodes = {ip: n.name for n in view.cluster.nodes for ip in node_addresses(n)}
+    for svc, port, eps in _balancers(view):
+        count = coverage(len(eps))
+        address = f"{svc.load_balancer_ip}:{port.port}"
+        landing = land(view, view.client_netns, svc.load_balancer_ip, port.port, eps, count)
+        ok, seen, expected = judge_landing(landing, count, address)
+        ips = {p.rsplit(":", 1)[0] for peers in landing.by_pod.values() for p in peers}
+        via = sorted({nodes.get(ip, f"unknown {ip}") for ip in ips})
+        ev.add(f"client {view.client_ip}", f"{address} (service {svc.meta.key})",
+               f"{count} TCP connections, held", f"{seen}; entered via {', '.join(via) or 'nothing'}",
+               ok and not any(v.startswith("unknown") for v in via), f"{expected}, through a node")
+    return "the load-balancer addresses answered from outside"
+
+
+def _egress_clients(view: LabView):
+    return [pods[0] for pods in (view.pods_on(n) for n in view.cluster.nodes) if pods]
+
+
+@check("egress-snat",
+       claim="A pod reaching the internet leaves with its node's address (SNAT by iptables), "
+             "so the replies find their way back to the pod.",
+       source=f"{DOC004} §4.1 (Service到Internet: iptables执行源NAT(SNAT))",
+       needs="the service data plane (it brings the egress masquerade) and a pod",
+       applies=lambda view: view.dataplane and bool(_egress_clients(view)))
+def egress_snat(view: LabView, ev: Evidence) -> str:
+    clients = _egress_clients(view)
+    with sockets.Listener(view.internet_netns, view.internet_ip, limit=len(clients)) as server:
+        for pod in clients:
+            node = view.node_of(pod)
+            out = sockets.in_netns(view.netns(pod), sockets.ask_listener, view.internet_ip, server.port)
+            ev.add(pod_label(pod), f"{view.internet_ip}:{server.port} (internet host, a listener for this check)",
+                   "TCP connect, read the address the server saw", out.seen,
+                   out.ok and out.body.rsplit(":", 1)[0] == node.internal_ip,
+                   f"server saw {node.internal_ip} (node {node.name})")
+    return "pods reached the internet as their nodes' addresses"

@@ -1,0 +1,76 @@
+"""The overlay: a cross-node pod packet seen on the underlay, inside its VXLAN envelope."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ...model import names
+from .. import sockets
+from ..capture import capture
+from ..catalog import check
+from ..lab import LabView, pod_label
+from ..result import Evidence
+from . import DOC001, DOC003, DOC004
+
+MAX_FRAMES = 24
+CAPTURE_SECONDS = 3.0
+
+
+def vxlan_frame(pkt: Any) -> Optional[dict]:
+    """A VXLAN frame's outer and inner headers (runs in the capture child, after scapy loaded)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.vxlan import VXLAN
+
+    if not pkt.haslayer(VXLAN):
+        return None
+    outer, udp, vx = pkt[IP], pkt[UDP], pkt[VXLAN]
+    inner = vx.getlayer(IP)
+    if inner is None:
+        return None
+    l4 = inner.payload
+    sport, dport = getattr(l4, "sport", 0), getattr(l4, "dport", 0)
+    flags = str(getattr(l4, "flags", ""))
+    return {"outer_src": outer.src, "outer_dst": outer.dst, "udp_dport": udp.dport, "vni": vx.vni,
+            "inner_src": inner.src, "inner_dst": inner.dst, "inner_sport": sport, "inner_dport": dport,
+            "line": f"{outer.src}:{udp.sport} > {outer.dst}:{udp.dport} vxlan vni {vx.vni} | "
+                    f"{inner.src}:{sport} > {inner.dst}:{dport} {l4.name} {flags}".rstrip()}
+
+
+def _pair(view: LabView):
+    """The first pod with a TCP port, and the first pod on another node to send to it from."""
+    for dst in view.pods:
+        ports = view.tcp_ports(dst)
+        src = next((p for p in view.pods if p.spec.node_name != dst.spec.node_name), None)
+        if ports and src:
+            return src, dst, ports[0]
+    return None
+
+
+@check("vxlan-encap",
+       claim="Across nodes a pod's packet crosses the underlay inside VXLAN: UDP port 8472, VNI 1, "
+             "outer addresses the two nodes', inner addresses the two pods' own, both ways.",
+       source=f"{DOC004} §2.2 (flannel-vxlan), {DOC003} §4 (原封不动的传递到目标容器内), {DOC001}",
+       needs="the vxlan backend and pods on two nodes, one with a TCP port",
+       applies=lambda view: view.cluster.config.backend == "vxlan" and _pair(view) is not None)
+def vxlan_encap(view: LabView, ev: Evidence) -> str:
+    cfg = view.cluster.config
+    src, dst, port = _pair(view)
+    a, b = view.node_of(src), view.node_of(dst)
+    ports = [names.uplink(a.name), names.uplink(b.name)]
+    out, frames = capture(view.underlay_netns, ports, vxlan_frame,
+                          lambda: sockets.in_netns(view.netns(src), sockets.attempt_tcp, dst.pod_ip, port),
+                          count=MAX_FRAMES, timeout=CAPTURE_SECONDS)
+    # A refused connection still proves the overlay (the RST comes back encapsulated too).
+    ev.add(pod_label(src), f"{dst.pod_ip}:{port} ({dst.meta.key})", "TCP connect",
+           out.seen, out.ok or out.seen == "connection refused", "an answer")
+    sent = f"capture on underlay ports {', '.join(ports)} (at most {MAX_FRAMES} frames, {CAPTURE_SECONDS:g}s)"
+    for label, outer, inner in (("there", (a.internal_ip, b.internal_ip), (src.pod_ip, dst.pod_ip)),
+                                ("back", (b.internal_ip, a.internal_ip), (dst.pod_ip, src.pod_ip))):
+        want = dict(outer_src=outer[0], outer_dst=outer[1], udp_dport=cfg.vxlan_port, vni=cfg.vxlan_vni,
+                    inner_src=inner[0], inner_dst=inner[1])
+        hit = next((f for f in frames if all(f[k] == v for k, v in want.items())), None)
+        expected = (f"{outer[0]} > {outer[1]}:{cfg.vxlan_port} vxlan vni {cfg.vxlan_vni} | "
+                    f"{inner[0]} > {inner[1]}")
+        seen = hit["line"] if hit else ("; ".join(f["line"] for f in frames[:3]) or "no VXLAN frame")
+        ev.add(f"underlay ({label})", f"{b.name if label == 'there' else a.name}", sent, seen,
+               hit is not None, expected)
+    return f"{a.name} -> {b.name}: VXLAN vni {cfg.vxlan_vni} on UDP {cfg.vxlan_port}, pod addresses inside"

@@ -1,0 +1,103 @@
+"""Where connections to a service land, read on the servers' side.
+
+kube-proxy picks an endpoint per connection at random, so one connection says little. A
+probe opens `count` connections one after the other and holds them; after each, it reads the
+endpoint pods' socket tables until the new ESTABLISHED entry shows up: that pod took the
+connection, and the entry's peer is the address its server saw (the client's pod IP, or a
+node address when the rules masqueraded). Waiting until the server has accept()ed it also
+paces the probe: a server with a small listen backlog (the guestbook's is 5) would otherwise
+drop SYNs that arrive faster than it accepts. `coverage(n)` is how many connections make it
+all but certain (1 in 10^4) that each of n endpoints gets one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..model.services import Endpoint
+from . import conntable, sockets
+from .lab import LabView
+
+MISS_ODDS = 1e4
+ACCEPT_WAIT = 0.5           # seconds a connection may take to show up (and be accepted)
+
+
+def coverage(endpoints: int) -> int:
+    """Connections needed so that every one of `endpoints` is picked w.p. >= 1 - 1/MISS_ODDS."""
+    if endpoints <= 1:
+        return 3
+    return math.ceil(endpoints * math.log(endpoints * MISS_ODDS))
+
+
+@dataclass
+class Landing:
+    opened: int = 0
+    error: Optional[str] = None                             # why the next connection failed
+    by_pod: dict[str, list[str]] = field(default_factory=dict)   # pod key -> peers its server saw
+    lost: int = 0                                           # connected, but found on no endpoint
+    client_peers: set[str] = field(default_factory=set)     # where the client thinks it is connected
+    client_locals: list[str] = field(default_factory=list)  # the client's own addresses
+
+    @property
+    def landed(self) -> int:
+        return sum(len(p) for p in self.by_pod.values())
+
+    def spread(self) -> str:
+        return ", ".join(f"{key.split('/', 1)[1]}:{len(peers)}" for key, peers in self.by_pod.items()) or "nowhere"
+
+
+Tables = Callable[[], dict[str, dict[str, bool]]]
+
+
+def _await_new(tables: Tables, known: dict[str, set[str]]) -> Optional[tuple[str, str]]:
+    """The (pod, peer) of the connection that just appeared, once accepted (or at the deadline)."""
+    deadline = time.monotonic() + ACCEPT_WAIT
+    found = None
+    while True:
+        for key, peers in tables().items():
+            fresh = [(peer, accepted) for peer, accepted in peers.items() if peer not in known[key]]
+            if fresh:
+                found = (key, fresh[0][0])
+                if fresh[0][1]:
+                    return found
+        if time.monotonic() > deadline:
+            return found
+        time.sleep(0.001)
+
+
+def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoint], count: int) -> Landing:
+    """Open `count` connections from src_ns to ip:port, one at a time, and see where each landed."""
+    servers = {ep.pod: (view.holder(view.pod_of(ep)), ep.port) for ep in endpoints}
+
+    def tables() -> dict[str, dict[str, bool]]:
+        return {key: conntable.established(pid, p) for key, (pid, p) in servers.items()}
+
+    known = {key: set(peers) for key, peers in tables().items()}
+    result = Landing()
+    held = []
+    try:
+        for _ in range(count):
+            try:
+                sock = sockets.in_netns(src_ns, sockets.open_connection, ip, port)
+            except OSError as exc:
+                result.error = sockets.describe_error(exc, sockets.CONNECT_TIMEOUT)
+                break
+            held.append(sock)
+            result.opened += 1
+            try:
+                result.client_peers.add("%s:%d" % sock.getpeername())
+                result.client_locals.append("%s:%d" % sock.getsockname())
+            except OSError:         # reset already; the servers' side tells the rest
+                pass
+            found = _await_new(tables, known)
+            if found is None:       # connected, yet no endpoint has it: stop, this is the finding
+                result.lost += 1
+                break
+            key, peer = found
+            known[key].add(peer)
+            result.by_pod.setdefault(key, []).append(peer)
+    finally:
+        sockets.close_all(held)
+    return result

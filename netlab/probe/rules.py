@@ -1,0 +1,79 @@
+"""A node's live iptables rules with their packet counters, read with iptables-legacy-save -c.
+
+One save per read (a few milliseconds) gives every rule of a table in the order the kernel
+evaluates it, with counters; comparing two reads shows which rules a probe's packets hit.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+SAVE = "iptables-legacy-save"
+
+
+@dataclass(frozen=True)
+class Rule:
+    table: str
+    chain: str
+    index: int                  # 1-based position in its chain, as `iptables -L --line-numbers`
+    packets: int
+    args: tuple[str, ...]       # everything after `-A CHAIN`
+
+    @property
+    def target(self) -> str:
+        return self.args[self.args.index("-j") + 1] if "-j" in self.args else ""
+
+    @property
+    def text(self) -> str:
+        return shlex.join(self.args)
+
+    @property
+    def key(self) -> tuple[str, str, int, tuple[str, ...]]:
+        return self.table, self.chain, self.index, self.args
+
+
+@dataclass
+class Table:
+    name: str
+    chains: dict[str, list[Rule]] = field(default_factory=dict)    # built-in and user chains
+
+    def rules(self) -> list[Rule]:
+        return [r for chain in self.chains.values() for r in chain]
+
+
+def parse(text: str) -> dict[str, Table]:
+    """iptables-save -c output -> {table: Table}."""
+    tables: dict[str, Table] = {}
+    current: Table | None = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:].strip(), Table(line[1:].strip()))
+        elif line.startswith(":") and current is not None:
+            current.chains.setdefault(line[1:].split(" ", 1)[0], [])
+        elif line.startswith("[") and current is not None:
+            counters, _, rest = line.partition("] ")
+            tokens = shlex.split(rest)
+            if len(tokens) < 2 or tokens[0] != "-A":
+                continue
+            chain = current.chains.setdefault(tokens[1], [])
+            chain.append(Rule(current.name, tokens[1], len(chain) + 1,
+                              int(counters[1:].split(":")[0]), tuple(tokens[2:])))
+    return tables
+
+
+def read(netns: str, tables: tuple[str, ...] = ("nat", "filter")) -> dict[str, Table]:
+    """The tables of a namespace; a table iptables never touched there comes back empty."""
+    found: dict[str, Table] = {}
+    for table in tables:
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", SAVE, "-c", "-t", table],
+                              capture_output=True, text=True, timeout=10)
+        found[table] = parse(proc.stdout).get(table, Table(table))
+    return found
+
+
+def moved(before: dict[str, Table], after: dict[str, Table]) -> list[tuple[Rule, int]]:
+    """Rules whose packet counter went up between two reads, with how many packets."""
+    old = {r.key: r.packets for t in before.values() for r in t.rules()}
+    return [(r, r.packets - old.get(r.key, 0)) for t in after.values() for r in t.rules()
+            if r.packets > old.get(r.key, 0)]
