@@ -24,7 +24,7 @@ from netlab import engine  # noqa: E402
 LAB = """apiVersion: netlab/v1
 kind: Lab
 metadata: {{name: bench}}
-spec: {{nodes: 3}}
+spec: {{nodes: 3, dns: {dns}}}
 ---
 apiVersion: v1
 kind: ReplicationController
@@ -46,10 +46,10 @@ spec:
 """
 
 
-def netlab_round(pods: int, workdir: Path) -> dict[str, float]:
+def netlab_round(pods: int, workdir: Path, dns: bool) -> dict[str, float]:
     lab_dir = workdir / f"lab{pods}"
     lab_dir.mkdir(exist_ok=True)
-    (lab_dir / "lab.yaml").write_text(LAB.format(pods=pods))
+    (lab_dir / "lab.yaml").write_text(LAB.format(pods=pods, dns=str(dns).lower()))
     name = f"bench{os.getpid()}"
     timings = engine.Timings()
     start = time.perf_counter()
@@ -85,16 +85,19 @@ def main() -> int:
     parser.add_argument("--pods", type=int, nargs="+", default=[10, 100, 300])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per size; the median is shown")
     parser.add_argument("--no-mininet", action="store_true")
+    parser.add_argument("--dns", action="store_true",
+                        help="include the kube-dns add-on (one more pod; Mininet has no such thing)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 1
-    print(f"netlab up+down, N pods over 3 nodes, median of {args.rounds} rounds (seconds)")
+    print(f"netlab up+down, N pods over 3 nodes{' + kube-dns' if args.dns else ''}, "
+          f"median of {args.rounds} rounds (seconds)")
     phases_shown = ["load", "nodes", "pod network", "rules", "agent", "pods", "up", "down", "total"]
     print(f"{'pods':>5} " + " ".join(f"{p:>11}" for p in phases_shown) + f" {'mininet':>9} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for pods in args.pods:
-            rounds = [netlab_round(pods, Path(tmp)) for _ in range(args.rounds)]
+            rounds = [netlab_round(pods, Path(tmp), args.dns) for _ in range(args.rounds)]
             median = {p: statistics.median(r.get(p, 0.0) for r in rounds) for p in phases_shown}
             mn = None if args.no_mininet else mininet_round(pods)
             ratio = f"{median['total'] / mn:6.2f}" if mn else "     -"

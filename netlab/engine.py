@@ -115,12 +115,16 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
         state.lab_dir(lab).mkdir(parents=True)
         state.log_dir(lab).mkdir()
         save(cluster)
-        build_network(cluster, progress, timings)
+        # The agent starts up while the network is wired, and starts each batch of pods as
+        # soon as it is wired: the two run on separate cores.
+        agent = agent_client.launch(lab, defer_sync=True)
+        build_network(cluster, progress, timings, on_batch=lambda: agent_client.nudge(lab))
         t = time.perf_counter()
         sync_dataplane(cluster)
         t = timings.record("rules", t)
         progress("starting pods", 0, len(cluster.pods))
-        agent_client.start(lab)
+        agent_client.wait_started(lab, agent)
+        agent_client.request(lab, "sync")
         t = timings.record("agent", t)
         if wait:
             wait_for_pods(cluster, wait, progress)
@@ -132,7 +136,7 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
 
 
 def build_network(cluster: Cluster, progress: Progress = _no_progress,
-                  timings: Optional[Timings] = None) -> None:
+                  timings: Optional[Timings] = None, on_batch: Callable[[], None] = lambda: None) -> None:
     timings = timings or Timings()
     t = time.perf_counter()
     infra = netplan.plan_infrastructure(cluster)
@@ -143,6 +147,7 @@ def build_network(cluster: Cluster, progress: Progress = _no_progress,
         pods = list(cluster.pods.values())
         for i in range(0, len(pods), 25):
             add_pod_network(cluster, pods[i:i + 25], builder)
+            on_batch()
             progress("wiring pods", min(i + 25, len(pods)), len(pods))
         timings.record("pod network", t)
 

@@ -41,11 +41,14 @@ def container_log(lab: str, namespace: str, pod: str, container: str) -> Path:
     return log_dir(lab) / f"{namespace}_{pod}_{container}.log"
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, compact: bool = False) -> None:
     """Atomic: readers see the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
+        if compact:           # written many times a second: no pretty-printing
+            json.dump(data, f, separators=(",", ":"))
+        else:
+            json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
 
 

@@ -200,6 +200,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def open_rtnl_socket(name: str) -> socket.socket:
+    """A raw rtnetlink socket living in namespace `name` (which must exist), checked."""
+    target = inode(name)
+    if target is None:
+        raise KernelError(f'network namespace "{name}" does not exist')
+    if target == host_netns_inode():
+        raise KernelError(f'refusing to work in "{name}": it is the host\'s namespace')
+
+    def make_socket() -> int:
+        enter(name)
+        if os.stat("/proc/thread-self/ns/net").st_ino != target:
+            raise KernelError(f"could not enter network namespace {name}")
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).detach()
+
+    sock = socket.socket(fileno=in_thread(make_socket))
+    sock.bind((0, 0))
+    return sock
+
+
 def open_netlink(name: str):
     """An IPRoute whose socket lives in namespace `name` (which must exist), checked."""
     from pyroute2 import IPRoute
@@ -219,6 +238,22 @@ def open_netlink(name: str):
         return sock.detach()
 
     return IPRoute(fileno=in_thread(make_socket))
+
+
+def ifindexes(name: str, devices: Iterable[str]) -> dict[str, int]:
+    """Interface indexes by name inside a namespace (SIOCGIFINDEX: no netlink dump to parse)."""
+    devices = list(devices)
+
+    def lookup():
+        enter(name)
+        found = {}
+        for dev in devices:
+            try:
+                found[dev] = socket.if_nametoindex(dev)
+            except OSError:
+                pass
+        return found
+    return in_thread(lookup)
 
 
 def write_sysctl(name: str, values: dict[str, str]) -> None:

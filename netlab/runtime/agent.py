@@ -60,6 +60,7 @@ class PodRun:
     containers: dict[str, ContainerRun] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)     # declared TCP ports, to see them serve
+    listening: bool = False                            # all of them seen listening once
 
     def event(self, reason: str, message: str, kind: str = "Normal") -> None:
         self.events.append({"time": time.time(), "type": kind, "reason": reason, "message": message})
@@ -91,6 +92,7 @@ class Agent:
         self.dirty = True
         self.published_ready: Optional[set[str]] = None   # what the data plane last saw
         self.proxies: dict[str, int] = {}                  # node -> userspace proxy pid
+        self.starting = True                               # some pod is not serving yet
 
     # ---------------------------------------------------------------- pods
 
@@ -105,7 +107,10 @@ class Agent:
             self.stop_pod(key)
         # All sandboxes first, then all containers: the holders set themselves up on the
         # other core while we fork the next ones.
+        # A pod whose namespace is not there yet is still being wired by `up`: a later sync
+        # starts it.
         started = [(pod, ready_fd) for pod in desired.values() if pod.meta.key not in self.pods
+                   and os.path.exists(f"/run/netns/{self.cluster.pod_netns(pod)}")
                    for ready_fd in [self.start_sandbox(pod)] if ready_fd is not None]
         for pod, ready_fd in started:
             run = self.pods[pod.meta.key]
@@ -163,6 +168,7 @@ class Agent:
             return
         self.by_pid[cr.pid] = (run.key, name)
         cr.env = env
+        run.listening = False
         now = time.monotonic()
         cr.probes = [ProbeState(kind, probe, now + probe.initial_delay)
                      for kind, probe in (("readiness", container.readiness_probe),
@@ -257,8 +263,10 @@ class Agent:
             phase = "Succeeded" if all(c.exit_code == 0 for c in run.containers.values()) else "Failed"
         else:
             phase = "Running" if "Running" in states else "Pending"
-        listening = _listening_ports(run.holder) if run.holder else set()
-        serving = all(p in listening for p in run.ports)
+        if not run.listening and run.holder:
+            # Read the pod's socket table only until its ports have shown up once.
+            run.listening = set(run.ports) <= _listening_ports(run.holder)
+        serving = run.listening
         ready = phase == "Running" and all(c.ready for c in run.containers.values())
         return {"phase": phase, "ready": ready, "serving": serving and ready, "holderPid": run.holder,
                 "containers": containers, "events": run.events}
@@ -360,7 +368,7 @@ class Agent:
     def publish(self) -> dict:
         status = {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
                   "pods": {k: self.pod_status(r) for k, r in self.pods.items()}}
-        state.write_json(state.status_file(self.lab), status)
+        state.write_json(state.status_file(self.lab), status, compact=True)
         self.dirty = False
         return status
 
@@ -378,7 +386,7 @@ class Agent:
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
-    def serve(self) -> int:
+    def serve(self, defer_sync: bool = False) -> int:
         nsops.set_child_subreaper()
         sock_path = state.agent_socket(self.lab)
         try:
@@ -396,11 +404,14 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         state.agent_pidfile(self.lab).write_text(str(os.getpid()))
-        self.sync()
+        if defer_sync:          # `up` is still wiring pods; it says "sync" as batches are ready
+            self.load()
+        else:
+            self.sync()
         self.publish()
         last_publish = time.monotonic()
         while self.running:
-            readable, _, _ = select.select([server, wake_r], [], [], 0.25)
+            readable, _, _ = select.select([server, wake_r], [], [], 0.05 if self.starting else 0.25)
             if wake_r in readable:
                 os.read(wake_r, 4096)
             self.reap()
@@ -409,10 +420,14 @@ class Agent:
             self.run_probes()
             if server in readable:
                 self._answer(server)
-            # Re-publish now and then: "serving" changes without any event we would see.
-            if self.dirty or time.monotonic() - last_publish > 1.0:
+            # Re-publish now and then: "serving" changes without any event we would see; often
+            # while pods are still coming up, since `up` is waiting for exactly that.
+            interval = 0.1 if self.starting else 1.0
+            if self.dirty or time.monotonic() - last_publish > interval:
                 self.node_controller()
-                self.follow_readiness(self.publish())
+                status = self.publish()
+                self.starting = not all(st["serving"] for st in status["pods"].values())
+                self.follow_readiness(status)
                 last_publish = time.monotonic()
         self.shutdown()
         return 0
@@ -434,7 +449,10 @@ class Agent:
                 reply = self.handle(json.loads(data or b"{}"))
             except Exception as exc:  # one bad request must not take the lab's agent down
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            try:
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass          # a nudge: the sender did not wait for the answer
 
     def shutdown(self) -> None:
         for key in list(self.pods):
@@ -466,8 +484,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     _preload_workloads()
     parser = argparse.ArgumentParser(prog="netlab-agent", description="netlab's per-lab agent")
     parser.add_argument("--lab", required=True)
+    parser.add_argument("--defer-sync", action="store_true",
+                        help="start no pods until asked to sync (up is still wiring them)")
     args = parser.parse_args(argv)
-    return Agent(args.lab).serve()
+    return Agent(args.lab).serve(defer_sync=args.defer_sync)
 
 
 if __name__ == "__main__":

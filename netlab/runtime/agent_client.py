@@ -25,7 +25,13 @@ def agent_pid(lab: str) -> Optional[int]:
     return pid if f"{state.LAB_ENV}={lab}".encode() in marks else None
 
 
-def start(lab: str, timeout: float = 15.0) -> int:
+def start(lab: str, timeout: float = 15.0, defer_sync: bool = False) -> int:
+    """Start the lab's agent and wait until it answers; return its PID."""
+    return wait_started(lab, launch(lab, defer_sync), timeout)
+
+
+def launch(lab: str, defer_sync: bool = False) -> subprocess.Popen:
+    """Start the agent without waiting for it (its start-up overlaps `up`'s wiring)."""
     # A dead agent's socket and status must not pass for the new agent's.
     for leftover in (state.agent_socket(lab), state.status_file(lab), state.agent_pidfile(lab)):
         try:
@@ -37,10 +43,14 @@ def start(lab: str, timeout: float = 15.0) -> int:
     # The agent must import this same netlab, wherever it was imported from.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen([sys.executable, "-m", "netlab.runtime.agent", "--lab", lab],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+    argv = [sys.executable, "-m", "netlab.runtime.agent", "--lab", lab] + (["--defer-sync"] if defer_sync else [])
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                             start_new_session=True, close_fds=True)
     log.close()
+    return proc
+
+
+def wait_started(lab: str, proc: subprocess.Popen, timeout: float = 15.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -74,6 +84,19 @@ def request(lab: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     if not reply.get("ok"):
         raise StateError(f"agent: {reply.get('error')}")
     return reply
+
+
+def nudge(lab: str) -> None:
+    """Ask the agent to sync without waiting for it; a missed nudge is caught up later."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(0.5)
+    try:
+        sock.connect(str(state.agent_socket(lab)))
+        sock.sendall(json.dumps({"cmd": "sync"}).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def stop(lab: str, timeout: float = 5.0) -> None:
