@@ -128,6 +128,9 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
         t = timings.record("agent", t)
         if wait:
             wait_for_pods(cluster, wait, progress)
+            # Rules and DNS for exactly the pods that are ready now, so `up` returns with the
+            # data plane already matching what the agent reports.
+            sync_dataplane(cluster)
         timings.record("pods", t)
     except BaseException:
         teardown(lab)

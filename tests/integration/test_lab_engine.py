@@ -125,17 +125,31 @@ def test_down_removes_every_trace(make_lab):
     assert not list(state.ETC_NETNS.glob(f"{names.PREFIX}{lab}.*"))
 
 
-def test_clean_after_a_crash_without_state(make_lab):
-    cluster = make_lab(manifests=PINNED % {"backend": "vxlan"})
-    lab = cluster.name
-    # Simulate a crash: the agent is killed hard and the state directory is lost.
+def _crash(lab: str) -> None:
+    """A crash: the agent is killed hard and the state directory is lost."""
     os.kill(agent_client.agent_pid(lab), 9)
     state.remove_lab_dir(lab)
-    assert lab in engine.running_labs()
-    removed = engine.clean()
-    assert lab in [r["lab"] for r in removed]
-    assert engine.lab_namespaces(lab) == []
-    assert not agent_client.marked_processes(lab)
+
+
+def test_down_after_a_crash_without_state(make_lab):
+    cluster = make_lab(manifests=PINNED % {"backend": "vxlan"})
+    _crash(cluster.name)
+    assert cluster.name in engine.running_labs()
+    engine.down(cluster.name)
+    assert engine.lab_namespaces(cluster.name) == []
+    assert not agent_client.marked_processes(cluster.name)
+
+
+def test_clean_removes_every_lab(make_lab):
+    if engine.running_labs():
+        pytest.skip("other labs are running on this machine; clean would remove them too")
+    first = make_lab(manifests=PINNED % {"backend": "vxlan"})
+    second = make_lab(manifests=PINNED % {"backend": "host-gw"})
+    _crash(first.name)
+    removed = {r["lab"] for r in engine.clean()}
+    assert removed == {first.name, second.name}
+    assert engine.running_labs() == []
+    assert not agent_client.marked_processes()
 
 
 def test_two_labs_side_by_side(make_lab):

@@ -1,4 +1,4 @@
-"""The kubedns container: netlab's DNS server for the cluster zone, on 127.0.0.1:10053."""
+"""The kubedns container: netlab's DNS server for the cluster zone, on port 10053."""
 from __future__ import annotations
 
 
@@ -9,7 +9,7 @@ def main(args: list[str]) -> int:
     parser.add_argument("--domain", default="cluster.local")
     parser.add_argument("--records", required=True)
     opts, _ = parser.parse_known_args(args)
-    # Only dnsmasq, in the same pod, talks to kubedns: it listens on localhost alone.
-    # Its health port answers kubelet's readiness probe, which comes from the node.
-    return serve(["--listen", "127.0.0.1", "--port", "10053", "--records", opts.records,
-                  "--health-port", "8081", "--health-listen", "0.0.0.0"])
+    # As kube-dns does, on every address: dnsmasq asks it on localhost, kubelet probes the
+    # health port from the node.
+    return serve(["--listen", "0.0.0.0", "--port", "10053", "--records", opts.records,
+                  "--health-port", "8081"])

@@ -61,6 +61,8 @@ class _SurviveErrors:
 
 
 class HTTPServer(_SurviveErrors, ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops SYNs under a burst of clients (1 s stalls).
+    request_queue_size = 128
     proto = "http"
     daemon_threads = True  # stopping never waits for a slow client
 
