@@ -183,7 +183,7 @@ def kill_processes(inodes: Iterable[int], grace: float = 1.0) -> int:
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
         time.sleep(0.02)
-        pids = {p: i for p, i in pids.items() if _alive(p)}
+        pids = {p: i for p, i in pids.items() if alive(p)}
     for pid in pids_in(inodes):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -192,7 +192,8 @@ def kill_processes(inodes: Iterable[int], grace: float = 1.0) -> int:
     return len(pids)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"

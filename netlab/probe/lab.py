@@ -16,6 +16,7 @@ from ..model import names
 from ..model.cluster import Cluster, Node
 from ..model.objects import Pod, Service, ServicePort
 from ..model.services import Endpoint, endpoints_for
+from ..kernel.netns import alive
 from ..plan import network as netplan
 from ..runtime.workloads import BUILTIN, resolve
 from . import conntable, rules
@@ -96,7 +97,7 @@ class LabView:
         PID namespace); a container whose process is gone or a zombie is left out."""
         found = {}
         for c in self.status.get(pod.meta.key, {}).get("containers", []):
-            if c.get("state") == "Running" and c.get("pid") and _alive(int(c["pid"])):
+            if c.get("state") == "Running" and c.get("pid") and alive(int(c["pid"])):
                 found[c["name"]] = int(c["pid"])
         return found
 
@@ -198,9 +199,3 @@ def load_settled(lab: str, timeout: float = 5.0) -> tuple[LabView, bool]:
         time.sleep(0.1)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
