@@ -435,3 +435,48 @@ def restart_agent(lab: str) -> int:
     pid = agent_client.start(lab)
     wait_for_pods(cluster, 60)
     return pid
+
+
+def rolling_update(lab: str, old_name: str, new_rc, namespace: str = "default",
+                   say: Callable[[str], None] = lambda line: None, timeout: float = 60.0) -> None:
+    """kubectl rolling-update: the new RC goes up one pod at a time and the old one down one at
+    a time (never more than replicas+1 pods), each step after the new pod serves."""
+    import copy
+    from .model.errors import InvalidError
+    require_root()
+    cluster = load(lab)
+    old = cluster.rcs.get(f"{namespace}/{old_name}")
+    if old is None:
+        raise NotFoundError(f'replicationcontrollers "{old_name}" not found in namespace "{namespace}"')
+    where = {"file": new_rc.meta.source, "obj": f"ReplicationController/{new_rc.meta.name}"}
+    if new_rc.meta.name == old.meta.name or new_rc.meta.namespace != namespace:
+        raise InvalidError(f"must be a new controller in namespace {namespace} with another name",
+                           field="metadata.name", **where)
+    if any(new_rc.selector.matches(p.meta.labels) for p in cluster.rc_pods(old)):
+        raise InvalidError("must select none of the old controller's pods (use a key with another value)",
+                           field="spec.selector", **where)
+    target = new_rc.replicas
+
+    def scale(rc, replicas: int) -> None:
+        scaled = copy.copy(rc)
+        scaled.replicas = replicas
+        apply(lab, [scaled])
+        wait_for_pods(load(lab), timeout)
+
+    new_rc = copy.copy(new_rc)
+    new_rc.replicas = 0
+    apply(lab, [new_rc])
+    say(f"Created {new_rc.meta.name}")
+    up_count, down_count = 0, old.replicas
+    while up_count < target or down_count > 0:
+        if up_count < target:
+            up_count += 1
+            say(f"Scaling {new_rc.meta.name} up to {up_count}")
+            scale(new_rc, up_count)
+        if down_count > 0 and (up_count >= target or down_count + up_count > target):
+            down_count -= 1
+            say(f"Scaling {old.meta.name} down to {down_count}")
+            scale(old, down_count)
+    delete(lab, "rcs", old.meta.name, namespace)
+    say(f'Update succeeded. Deleting {old.meta.name}\n'
+        f'replicationcontroller "{old.meta.name}" rolling updated to "{new_rc.meta.name}"')

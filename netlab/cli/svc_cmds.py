@@ -95,3 +95,19 @@ def rule_text(rule) -> str:
     target = " ".join(f"--{k.replace('_', '-')} {' '.join(v)}".rstrip() for k, v in rule.target_params.items())
     parts.append(f"-j {rule.target} {target}".rstrip())
     return " ".join(parts)
+
+
+@app.command("rolling-update")
+def rolling_update(old: str = typer.Argument(..., help="The ReplicationController to replace."),
+                   filename: Path = typer.Option(..., "--filename", "-f", help="The new RC's manifest."),
+                   timeout: float = typer.Option(60.0, help="Seconds each step may take to serve."),
+                   lab: Optional[str] = LabOption, namespace: str = NamespaceOption) -> None:
+    """Replace an RC's pods one by one with a new RC's (new +1, old -1), as kubectl once did."""
+    from .. import engine
+    from ..model.errors import LabError
+    from ..model.loader import load_objects
+    from ..model.objects import ReplicationController
+    rcs = [o for o in load_objects(filename) if isinstance(o, ReplicationController)]
+    if len(rcs) != 1:
+        raise LabError(f"{filename}: needs exactly one ReplicationController (found {len(rcs)})")
+    engine.rolling_update(lab_name(lab), old, rcs[0], namespace, say=typer.echo, timeout=timeout)

@@ -244,8 +244,12 @@ class Cluster:
         return Pod(meta=meta, spec=spec, owner=f"ReplicationController/{rc.meta.name}")
 
     def rc_pods(self, rc: ReplicationController) -> list[Pod]:
+        """The pods an RC controls: those it owns, and matching orphans (which it adopts).
+        A pod owned by another controller is not its own even if the selector matches."""
+        mine = f"ReplicationController/{rc.meta.name}"
         return sorted((p for p in self.pods.values()
-                       if p.meta.namespace == rc.meta.namespace and rc.selector.matches(p.meta.labels)),
+                       if p.meta.namespace == rc.meta.namespace and p.owner in ("", mine)
+                       and rc.selector.matches(p.meta.labels)),
                       key=lambda p: (p.created, p.meta.name))
 
     def reconcile_rc(self, rc: ReplicationController) -> list[Pod]:

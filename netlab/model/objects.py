@@ -371,10 +371,13 @@ def parse_rc(doc: dict, w: _Where) -> ReplicationController:
     if not selector.matches(tlabels):
         raise w.err("spec.template.metadata.labels", "`selector` does not match template `labels`",
                     tlabels)
+    pod_spec = parse_pod_spec(template.get("spec"), w, "spec.template.spec")
+    if pod_spec.restart_policy != "Always":
+        # As the API server insists: a controller's pods restart in place, always.
+        raise w.err("spec.template.spec.restartPolicy", 'Unsupported value: supported values: "Always"',
+                    pod_spec.restart_policy)
     return ReplicationController(meta=meta, replicas=replicas, selector=selector,
-                                 template_labels=tlabels,
-                                 template=parse_pod_spec(template.get("spec"), w, "spec.template.spec"),
-                                 raw_template=template)
+                                 template_labels=tlabels, template=pod_spec, raw_template=template)
 
 
 def parse_service(doc: dict, w: _Where) -> Service:

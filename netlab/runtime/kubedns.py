@@ -240,7 +240,9 @@ class Server:
     """The DNS listeners (UDP and TCP on one port) and the optional health endpoint."""
 
     def __init__(self, listen: str, port: int, records_path: str, health_port: Optional[int] = None,
-                 health_listen: Optional[str] = None):
+                 health_listen: Optional[str] = None, also_check: Optional[tuple[str, int]] = None):
+        # exechealthz in the kube-dns pod checked both containers: also_check is the cache.
+        self.also_check = also_check
         self.records = RecordsFile(records_path)
         self.records.current()
         resolver = Resolver(self.records)
@@ -284,7 +286,12 @@ class Server:
         zone = self.records.current()
         if zone is None:
             return f"no records loaded from {self.records.path}"
-        return self_query(self.probe_address(), self.port, zone.zone)
+        problem = self_query(self.probe_address(), self.port, zone.zone)
+        if problem is None and self.also_check:
+            problem = self_query(self.also_check[0], self.also_check[1], zone.zone)
+            if problem:
+                problem = f"dnsmasq at {self.also_check[0]}:{self.also_check[1]}: {problem}"
+        return problem
 
     def start(self) -> None:
         servers = [s.server for s in self.dns] + ([self.health] if self.health else [])
@@ -333,6 +340,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--records", required=True, help="records JSON written by write_records")
     p.add_argument("--health-port", type=int, default=8081, help="HTTP /healthz port (default 8081; 0 = any)")
     p.add_argument("--health-listen", default=None, help="address of the health port (default: --listen)")
+    p.add_argument("--check-cache", default=None, metavar="ADDR:PORT",
+                   help="the health check also asks this DNS cache (dnsmasq) for the zone")
     args = p.parse_args(argv)
 
     # Block the stop signals before any thread starts (threads inherit the mask), then
@@ -341,7 +350,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         try:
-            server = Server(args.listen, args.port, args.records, args.health_port, args.health_listen)
+            cache = None
+            if args.check_cache:
+                host, _, cache_port = args.check_cache.rpartition(":")
+                cache = (host, int(cache_port))
+            server = Server(args.listen, args.port, args.records, args.health_port, args.health_listen, cache)
         except OSError as exc:
             log(f"cannot listen on {args.listen} (dns port {args.port}, health port {args.health_port}): "
                 f"{exc.strerror or exc}")

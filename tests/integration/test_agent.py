@@ -212,3 +212,24 @@ def test_agent_restart_picks_up_a_running_lab(make_lab):
     assert {n: netns.inode(n) for n in node_inodes} == node_inodes      # nothing was rebuilt
     pod = web_pods(cluster)[0]
     assert http_get(cluster.pod_netns(cluster.pod("client")), pod.pod_ip, 8080, "/hostname") == pod.meta.name
+
+
+def test_rolling_update_replaces_pods_one_by_one(make_lab):
+    from netlab.model.objects import parse_object
+    cluster = web_lab(make_lab)
+    new = parse_object({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "web-v2"},
+                        "spec": {"replicas": 2, "selector": {"app": "web", "version": "v2"},
+                                 "template": {"metadata": {"labels": {"app": "web", "version": "v2"}},
+                                              "spec": {"containers": [{"name": "web", "image": "example/web",
+                                                                       "ports": [{"containerPort": 8080, "name": "http"}]}]}}}},
+                       "v2.yaml")
+    steps: list[str] = []
+    engine.rolling_update(cluster.name, "web", new, say=steps.append)
+    assert steps[:3] == ["Created web-v2", "Scaling web-v2 up to 1", "Scaling web down to 1"]
+    now = engine.load(cluster.name)
+    assert set(now.rcs) == {"default/web-v2"}
+    pods = web_pods(now)
+    assert len(pods) == 2 and all(p.meta.labels.get("version") == "v2" for p in pods)
+    seen = {http_get(now.pod_netns(now.pod("client")), now.service("web").cluster_ip, 80, "/hostname")
+            for _ in range(12)}
+    assert seen == {p.meta.name for p in pods}

@@ -409,3 +409,27 @@ def test_every_lab_gets_the_kube_dns_addon_unless_disabled(tmp_path):
                                        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
                                        "spec: {containers: [{name: c, image: x}]}\n")
     assert list(_load_lab(tmp_path).pods) == ["default/p"]
+
+
+def test_an_rc_controls_its_own_pods_not_another_rcs_that_match_its_selector():
+    from netlab.model.objects import parse_object
+    c = _load_lab(GUESTBOOK, seed=1, addons=False)
+    newer = parse_object({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "frontend-v2"},
+                          "spec": {"replicas": 2, "selector": {"name": "frontend", "version": "v2"},
+                                   "template": {"metadata": {"labels": {"name": "frontend", "version": "v2"}},
+                                                "spec": {"containers": [{"name": "c", "image": "x"}]}}}}, "v2.yaml")
+    c.admit([newer])
+    old = c.rcs["default/frontend"]
+    assert len(c.rc_pods(old)) == 3 and len(c.rc_pods(newer)) == 2
+    assert all(p.owner == "ReplicationController/frontend" for p in c.rc_pods(old))
+
+
+def test_an_rc_template_must_restart_always(tmp_path):
+    from netlab.model.errors import InvalidError
+    from netlab.model.objects import parse_object
+    doc = {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "r"},
+           "spec": {"replicas": 1, "selector": {"a": "b"}, "template": {
+               "metadata": {"labels": {"a": "b"}},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
+    with pytest.raises(InvalidError, match="rc.yaml: ReplicationController/r: spec.template.spec.restartPolicy"):
+        parse_object(doc, "rc.yaml")

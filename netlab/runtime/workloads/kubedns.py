@@ -11,5 +11,6 @@ def main(args: list[str]) -> int:
     opts, _ = parser.parse_known_args(args)
     # As kube-dns does, on every address: dnsmasq asks it on localhost, kubelet probes the
     # health port from the node.
+    # Its /healthz checks itself and the dnsmasq cache in front of it, as exechealthz did.
     return serve(["--listen", "0.0.0.0", "--port", "10053", "--records", opts.records,
-                  "--health-port", "8081"])
+                  "--health-port", "8081", "--check-cache", "127.0.0.1:53"])
