@@ -48,10 +48,31 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
 
 
 def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict) -> dict:
-    """userspace mode: the proxy's config first (its listeners open), then the portal rules."""
+    """userspace mode: the proxy's config first, its listeners open, then the portal rules
+    that send traffic to them."""
     from .plan import userspace
     ports = userspace.proxy_ports(cluster, node, previous=previous_ports)
-    state.write_json(proxy_config_file(cluster.name, node.name), userspace.proxy_config(cluster, node, ports, eps))
+    config = userspace.proxy_config(cluster, node, ports, eps)
+    state.write_json(proxy_config_file(cluster.name, node.name), config)
+    proxy = ((state.read_json(state.status_file(cluster.name)) or {}).get("proxies") or {}).get(node.name)
+    if proxy:
+        # Only TCP listeners show in the socket table as LISTEN; UDP ones are bound at once.
+        _reload_proxy(proxy, {svc["listen"] for svc in config["services"].values() if svc["protocol"] == "TCP"})
     iptables.sync_node(node.netns, userspace.render_userspace_rules(cluster, node, ports),
                        jumps=userspace.render_jumps())
     return ports
+
+
+def _reload_proxy(pid: int, ports: set[int], timeout: float = 2.0) -> None:
+    """SIGHUP makes the proxy re-read its config now; wait (bounded) for its listeners."""
+    import os
+    import signal
+    import time
+    from .kernel.netns import listening_tcp_ports
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return                       # the agent restarts it, and a new proxy reads the file
+    deadline = time.monotonic() + timeout
+    while not ports <= listening_tcp_ports(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)

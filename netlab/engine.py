@@ -398,6 +398,11 @@ def _converge(cluster: Cluster, snapshot: dict, added: list[Pod], removed: list[
         agent_client.request(cluster.name, "sync")      # stops removed pods, starts new ones
     gone = [old.pod_netns(old.pods[key]) for key in removed]
     netns.kill_processes([i for i in (netns.inode(ns) for ns in gone) if i])
+    with Builder() as builder:
+        for key in removed:
+            pod = old.pods[key]
+            builder.remove_links(old.node(pod.spec.node_name).netns,
+                                 [names.host_veth(pod.meta.namespace, pod.meta.name)])
     for ns in gone:
         netns.delete(ns)
         shutil.rmtree(state.ETC_NETNS / ns, ignore_errors=True)

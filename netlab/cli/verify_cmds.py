@@ -45,6 +45,8 @@ def verify(check_ids: Optional[list[str]] = typer.Argument(
            matrix: bool = typer.Option(False, "--matrix", help="Probe every pod pair and pod -> service instead."),
            evidence: bool = typer.Option(False, "--evidence", "-e", help="Show every probe, not only failed ones."),
            list_checks: bool = typer.Option(False, "--list", help="List the checks and exit (no lab needed)."),
+           disruptive: bool = typer.Option(False, "--disruptive", help="Also run the checks that break a "
+                                           "workload of their own on purpose (controllers, proxy retry)."),
            ) -> None:
     """Prove the lab behaves as Kubernetes networking is documented, with real packets.
 
@@ -53,7 +55,7 @@ def verify(check_ids: Optional[list[str]] = typer.Argument(
 
     if output not in VERIFY_FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(VERIFY_FORMATS)}", param_hint="--output")
-    chosen = catalog.select(check_ids)
+    chosen = catalog.select(check_ids, disruptive=disruptive)
     if list_checks:
         for c in chosen:
             typer.echo(f"{c.id:<22} {c.claim}\n{'':<22} source: {c.source}; needs {c.needs}")

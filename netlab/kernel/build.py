@@ -1,6 +1,7 @@
 """Apply network plans to the kernel: batched rtnetlink, one socket per namespace."""
 from __future__ import annotations
 
+import errno
 import os
 from typing import Iterable
 
@@ -35,6 +36,18 @@ class Builder:
         sock = self._sockets.pop(name, None)
         if sock is not None:
             sock.close()
+
+    def remove_links(self, ns: str, names: Iterable[str]) -> None:
+        """Delete devices now. A deleted namespace takes its veth ends along only when the
+        kernel gets round to it, and a pod made again at once needs the same host-side name."""
+        for name in names:
+            batch = Batch()
+            batch.link_del(name)
+            try:
+                batch.commit(self._socket(ns))
+            except NetlinkError as exc:
+                if exc.errno != errno.ENODEV:
+                    raise KernelError(f"{ns}: {exc.strerror}") from None
 
     def _socket(self, name: str):
         if name not in self._sockets:

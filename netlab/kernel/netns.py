@@ -257,6 +257,21 @@ def ifindexes(name: str, devices: Iterable[str]) -> dict[str, int]:
     return in_thread(lookup)
 
 
+def listening_tcp_ports(pid: int) -> set[int]:
+    """TCP ports in LISTEN in the network namespace of process `pid` (/proc/<pid>/net/tcp)."""
+    found = set()
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[3] == "0A":
+                    found.add(int(parts[1].rsplit(":", 1)[1], 16))
+    except (OSError, StopIteration):
+        pass
+    return found
+
+
 def write_sysctl(name: str, values: dict[str, str]) -> None:
     """Write per-namespace sysctls (/proc/sys/net/...) from a thread inside the namespace."""
     def write():

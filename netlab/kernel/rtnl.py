@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 
 NLMSG_ERROR = 2
-RTM_NEWLINK, RTM_SETLINK = 16, 19
+RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 20, 24, 28
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x200, 0x400, 0x800
 NLA_F_NESTED = 0x8000
@@ -124,6 +124,9 @@ class Batch:
             attrs.append(u32(IFLA_MASTER, master))
         body = ifinfo(index=index, flags=IFF_UP if up else 0, change=IFF_UP) + b"".join(attrs)
         self._add(RTM_NEWLINK, 0, body, f"configure {name}")
+
+    def link_del(self, name: str) -> None:
+        self._add(RTM_DELLINK, 0, ifinfo() + text(IFLA_IFNAME, name), f"delete {name}")
 
     def hairpin(self, index: int, name: str) -> None:
         body = ifinfo(family=AF_BRIDGE, index=index) + nested(IFLA_PROTINFO, u8(IFLA_BRPORT_MODE, 1))

@@ -15,7 +15,7 @@ from ..model.errors import InvalidError
 from .lab import LabView
 from .result import CheckResult, Evidence, Status
 
-_MODULES = ("pods", "overlay", "services", "outside", "discovery")
+_MODULES = ("pods", "overlay", "services", "outside", "discovery", "controllers")
 _REGISTRY: list["Check"] = []
 
 
@@ -27,6 +27,7 @@ class Check:
     needs: str                              # what a lab needs for the check to apply
     applies: Callable[[LabView], bool]
     probe: Callable[[LabView, Evidence], str]   # sends traffic, records it, returns the pass line
+    disruptive: bool = False                # breaks something (of its own) on purpose: opt-in
 
     def run(self, view: LabView) -> CheckResult:
         started = time.perf_counter()
@@ -43,9 +44,10 @@ class Check:
         return result
 
 
-def check(id: str, claim: str, source: str, needs: str, applies: Callable[[LabView], bool]):
+def check(id: str, claim: str, source: str, needs: str, applies: Callable[[LabView], bool],
+          disruptive: bool = False):
     def register(probe: Callable[[LabView, Evidence], str]) -> Callable[[LabView, Evidence], str]:
-        _REGISTRY.append(Check(id, claim, source, needs, applies, probe))
+        _REGISTRY.append(Check(id, claim, source, needs, applies, probe, disruptive))
         return probe
     return register
 
@@ -56,11 +58,12 @@ def catalog() -> list[Check]:
     return list(_REGISTRY)
 
 
-def select(ids: Optional[Iterable[str]] = None) -> list[Check]:
-    """The checks named (an id, or a prefix ending in '*' such as dns-*), or all of them."""
+def select(ids: Optional[Iterable[str]] = None, disruptive: bool = False) -> list[Check]:
+    """The checks named (an id, or a prefix ending in '*' such as dns-*), or all of them; the
+    disruptive ones only when named or asked for."""
     checks = catalog()
     if not ids:
-        return checks
+        return [c for c in checks if disruptive or not c.disruptive]
     chosen: list[Check] = []
     for wanted in ids:
         if wanted.endswith("*"):

@@ -22,6 +22,7 @@ from .. import state
 from ..model.cluster import Cluster
 from ..model.objects import Pod
 from . import nsops, pods as podproc
+from ..kernel.netns import listening_tcp_ports
 from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
@@ -65,21 +66,6 @@ class PodRun:
     def event(self, reason: str, message: str, kind: str = "Normal") -> None:
         self.events.append({"time": time.time(), "type": kind, "reason": reason, "message": message})
         del self.events[:-50]
-
-
-def _listening_ports(holder: int) -> set[int]:
-    """TCP ports in LISTEN inside the pod: /proc/<pid>/net/tcp shows the pod's netns."""
-    found = set()
-    try:
-        with open(f"/proc/{holder}/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if parts[3] == "0A":
-                    found.add(int(parts[1].rsplit(":", 1)[1], 16))
-    except (OSError, StopIteration):
-        pass
-    return found
 
 
 class Agent:
@@ -265,7 +251,7 @@ class Agent:
             phase = "Running" if "Running" in states else "Pending"
         if not run.listening and run.holder:
             # Read the pod's socket table only until its ports have shown up once.
-            run.listening = set(run.ports) <= _listening_ports(run.holder)
+            run.listening = set(run.ports) <= listening_tcp_ports(run.holder)
         serving = run.listening
         ready = phase == "Running" and all(c.ready for c in run.containers.values())
         return {"phase": phase, "ready": ready, "serving": serving and ready, "holderPid": run.holder,
