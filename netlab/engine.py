@@ -331,7 +331,6 @@ def _scale_to(cluster: Cluster, rc) -> None:
 
 
 def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[str]:
-    from .model.objects import ReplicationController
     require_root()
     cluster = load(lab)
     snapshot = cluster.snapshot()

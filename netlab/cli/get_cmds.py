@@ -184,7 +184,6 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
              name: str = typer.Argument(...), lab: Optional[str] = LabOption,
              namespace: str = NamespaceOption) -> None:
     """Show one object in detail, with its events, like kubectl describe."""
-    import time as _time
     from ..model.errors import LabError
     resource = _resource(kind)
     cluster, status = _context(lab)

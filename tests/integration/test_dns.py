@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import RCODE, DNSRecord
 
 from netlab import engine
 from netlab.kernel import netns

@@ -198,9 +198,9 @@ def test_service_without_endpoints_is_rejected(cluster):
     filter_table, nat_table = text.split("*nat\n")
     comment = '-m comment --comment "default/empty:dns has no endpoints"'
     assert f"-A KUBE-SERVICES {comment} -m udp -p udp -d 10.96.0.53 --dport 53 -j REJECT" in filter_table
-    for rule in (f"-m udp -p udp -d 198.51.100.6 --dport 53 -j REJECT",
-                 f"-m udp -p udp -d 203.0.113.10 --dport 53 -j REJECT",
-                 f"-m addrtype --dst-type LOCAL -m udp -p udp --dport 30053 -j REJECT"):
+    for rule in ("-m udp -p udp -d 198.51.100.6 --dport 53 -j REJECT",
+                 "-m udp -p udp -d 203.0.113.10 --dport 53 -j REJECT",
+                 "-m addrtype --dst-type LOCAL -m udp -p udp --dport 30053 -j REJECT"):
         assert f"-A KUBE-EXTERNAL-SERVICES {comment} {rule}" in filter_table
     assert "default/empty" not in nat_table
     assert svc_chain("default/empty:dns", "udp") not in text

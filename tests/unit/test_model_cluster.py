@@ -425,7 +425,6 @@ def test_an_rc_controls_its_own_pods_not_another_rcs_that_match_its_selector():
 
 
 def test_an_rc_template_must_restart_always(tmp_path):
-    from netlab.model.errors import InvalidError
     from netlab.model.objects import parse_object
     doc = {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "r"},
            "spec": {"replicas": 1, "selector": {"a": "b"}, "template": {
