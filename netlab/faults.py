@@ -46,7 +46,7 @@ def _container_pid(lab: str, key: str, container: Optional[str]) -> int:
     return running[0]["pid"]
 
 
-def _iptables(ns: str, *args: str) -> subprocess.CompletedProcess:
+def pod_iptables(ns: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "iptables-legacy", "-w", *args],
                           capture_output=True, text=True, timeout=10)
 
@@ -91,8 +91,8 @@ def inject(lab: str, kind: str, target: str, namespace: str = "default",
         pod = cluster.pod(target, namespace)
         ns = cluster.pod_netns(pod)
         rule = ["INPUT", "-p", "tcp", "--syn", "-m", "comment", "--comment", FAULT_COMMENT, "-j", "DROP"]
-        if _iptables(ns, "-C", *rule).returncode != 0:
-            _iptables(ns, "-I", *rule)
+        if pod_iptables(ns, "-C", *rule).returncode != 0:
+            pod_iptables(ns, "-I", *rule)
         faults["pods"][pod.meta.key] = {"kind": kind, "since": time.time()}
         state.write_json(faults_file(lab), faults)
         return f"pod {pod.meta.key} now drops every incoming TCP connection (its server looks dead)"
@@ -127,7 +127,7 @@ def heal(lab: str) -> list[str]:
         except LabError:
             continue          # the pod is gone
         rule = ["INPUT", "-p", "tcp", "--syn", "-m", "comment", "--comment", FAULT_COMMENT, "-j", "DROP"]
-        while _iptables(ns, "-D", *rule).returncode == 0:
+        while pod_iptables(ns, "-D", *rule).returncode == 0:
             pass
         done.append(f"pod {key} serves again")
     for node, fault in faults["nodes"].items():

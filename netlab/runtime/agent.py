@@ -307,7 +307,7 @@ class Agent:
             return pid
         code = 1
         try:
-            podproc._forget_agent_signals()
+            podproc.forget_agent_signals()
             os.dup2(log, 1)
             os.dup2(log, 2)
             # Inherited sockets (pods' listeners among them) must not live on in the proxy.

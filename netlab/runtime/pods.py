@@ -76,7 +76,7 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str) ->
     if pid == 0:
         os.close(ready_r)
         try:
-            _forget_agent_signals()
+            forget_agent_signals()
             os.setsid()
             nsops.setns_path(netns_file, nsops.CLONE_NEWNET)
             nsops.unshare(nsops.CLONE_NEWUTS | nsops.CLONE_NEWIPC | nsops.CLONE_NEWNS)
@@ -109,7 +109,7 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str) ->
     return pid, ready_r
 
 
-def _forget_agent_signals() -> None:
+def forget_agent_signals() -> None:
     """A forked child inherits the agent's handlers and its wake-up pipe: drop both."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -119,7 +119,7 @@ def _forget_agent_signals() -> None:
 def _run_holder(log_fd: int) -> None:
     """PID 1 of the pod: reap orphans, exit on SIGTERM (the pause container)."""
     try:
-        _forget_agent_signals()
+        forget_agent_signals()
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -169,7 +169,7 @@ def spawn_container(holder_pid: int, argv: Sequence[str], env: dict[str, str], l
         os.close(log_fd)
         return pid
     try:
-        _forget_agent_signals()
+        forget_agent_signals()
         os.setsid()
         for fd, flag in fds:
             nsops.setns_fd(fd, flag)
@@ -186,7 +186,7 @@ def _exec_container(argv: Sequence[str], env: dict[str, str], log_fd: int, built
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        _forget_agent_signals()
+        forget_agent_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         if argv and argv[0] == "netlab-workload":
             os.environ.clear()

@@ -71,11 +71,11 @@ def _silenced(cluster, pod) -> Iterator:
     """The pod keeps running but its server answers nothing (incoming SYNs dropped)."""
     ns = cluster.pod_netns(pod)
     rule = ["INPUT", "-p", "tcp", "--syn", "-m", "comment", "--comment", faults.FAULT_COMMENT, "-j", "DROP"]
-    faults._iptables(ns, "-I", *rule)
+    faults.pod_iptables(ns, "-I", *rule)
     try:
         yield
     finally:
-        faults._iptables(ns, "-D", *rule)
+        faults.pod_iptables(ns, "-D", *rule)
 
 
 def _wait(predicate, timeout: float) -> bool:
