@@ -20,36 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netlab import engine  # noqa: E402
+from bench.labs import replicated_pods  # noqa: E402
 
-LAB = """apiVersion: netlab/v1
-kind: Lab
-metadata: {{name: bench}}
-spec: {{nodes: 3, dns: {dns}}}
----
-apiVersion: v1
-kind: ReplicationController
-metadata: {{name: web}}
-spec:
-  replicas: {pods}
-  selector: {{app: web}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers: [{{name: web, image: example/web, ports: [{{containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"""
 
 
 def netlab_round(pods: int, workdir: Path, dns: bool) -> dict[str, float]:
     lab_dir = workdir / f"lab{pods}"
     lab_dir.mkdir(exist_ok=True)
-    (lab_dir / "lab.yaml").write_text(LAB.format(pods=pods, dns=str(dns).lower()))
+    (lab_dir / "lab.yaml").write_text(replicated_pods(pods, dns=dns))
     name = f"bench{os.getpid()}"
     timings = engine.Timings()
     start = time.perf_counter()

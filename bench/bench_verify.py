@@ -28,30 +28,8 @@ from netlab import engine  # noqa: E402
 from netlab.probe import catalog, matrix, runner  # noqa: E402
 from netlab.probe.lab import load_settled  # noqa: E402
 from netlab.probe.result import Status  # noqa: E402
+from bench.labs import replicated_pods  # noqa: E402
 
-PODS_LAB = """apiVersion: netlab/v1
-kind: Lab
-metadata: {{name: bench}}
-spec: {{nodes: 3, dns: false}}
----
-apiVersion: v1
-kind: ReplicationController
-metadata: {{name: web}}
-spec:
-  replicas: {pods}
-  selector: {{app: web}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers: [{{name: web, image: example/web, ports: [{{containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"""
 
 
 def catalog_rounds(rounds: int) -> None:
@@ -79,7 +57,7 @@ def catalog_rounds(rounds: int) -> None:
 def matrix_rounds(pods: int, rounds: int, workdir: Path) -> None:
     lab_dir = workdir / "pods"
     lab_dir.mkdir()
-    (lab_dir / "lab.yaml").write_text(PODS_LAB.format(pods=pods))
+    (lab_dir / "lab.yaml").write_text(replicated_pods(pods))
     name = f"bm{os.getpid()}"
     engine.up(lab_dir, name=name, wait=120)
     try:

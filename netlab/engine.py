@@ -181,21 +181,24 @@ def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
 
 
+def ready_from(pods: dict) -> Optional[set[str]]:
+    """The Running-and-Ready pods in a status.json `pods` map; None (every pod) if it is empty."""
+    return {key for key, st in pods.items() if st.get("ready")} if pods else None
+
+
 def ready_pods(lab: str) -> Optional[set[str]]:
     """Pods the agent reports Running and Ready; None (every pod) before it has reported."""
-    status = state.read_json(state.status_file(lab))
-    if not status:
-        return None
-    return {key for key, st in status.get("pods", {}).items() if st.get("ready")}
+    return ready_from(pod_status(lab))
 
 
 def sync_dataplane(cluster: Cluster) -> None:
     """kube-proxy's and kube-dns's job: rules on every node and DNS records, for ready pods."""
     from . import dataplane
-    ready = ready_pods(cluster.name)
+    reported = pod_status(cluster.name)
+    ready = ready_from(reported)
     if ready is not None:
         # Pods the agent has not seen yet (just applied) count as ready until it reports.
-        ready |= {key for key in cluster.pods if key not in (pod_status(cluster.name) or {})}
+        ready |= {key for key in cluster.pods if key not in reported}
     dataplane.sync(cluster, ready)
 
 

@@ -72,6 +72,7 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         selector: Optional[str] = typer.Option(None, "--selector", "-l", help="Label selector, e.g. name=redis-slave,env!=prod."),
         output: str = OutputOption) -> None:
     """Display objects of the lab, like kubectl get."""
+    from .. import engine
     from ..model.cluster import to_manifest
     from ..model.errors import LabError
     if output not in OUTPUT_FORMATS:
@@ -141,7 +142,7 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         typer.echo(table(headers, rows))
     elif resource == "endpoints":
         from ..model.services import endpoints_for
-        ready = _ready_pods(cluster, status)
+        ready = engine.ready_from(status)
         eps = [(s, endpoints_for(s, cluster.pods.values(), ready)) for s in objs]
         if structured:
             emit(as_list([{"name": s.meta.name, "namespace": s.meta.namespace,
@@ -172,18 +173,12 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         typer.echo(table(headers, rows))
 
 
-def _ready_pods(cluster, status: dict) -> Optional[set]:
-    """Pods that are Running and Ready, per the agent; None (all) if there is no status yet."""
-    if not status:
-        return None
-    return {k for k, st in status.items() if st.get("ready")}
-
-
 @app.command()
 def describe(kind: str = typer.Argument(..., help="pod, node or service."),
              name: str = typer.Argument(...), lab: Optional[str] = LabOption,
              namespace: str = NamespaceOption) -> None:
     """Show one object in detail, with its events, like kubectl describe."""
+    from .. import engine
     from ..model.errors import LabError
     resource = _resource(kind)
     cluster, status = _context(lab)
@@ -224,7 +219,7 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
     elif resource == "services":
         from ..model.services import endpoints_for
         svc = cluster.service(name, namespace)
-        eps = endpoints_for(svc, cluster.pods.values(), _ready_pods(cluster, status))
+        eps = endpoints_for(svc, cluster.pods.values(), engine.ready_from(status))
         lines += [f"Name:              {svc.meta.name}", f"Namespace:         {svc.meta.namespace}",
                   f"Selector:          {','.join(f'{k}={v}' for k, v in (svc.selector or {}).items()) or '<none>'}",
                   f"Type:              {svc.type}", f"IP:                {svc.cluster_ip}"]

@@ -47,15 +47,12 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
        timeout: float = typer.Option(60.0, help="Seconds to wait for every pod to serve."),
        ) -> None:
     """Build a lab: nodes, pods, the pod network, Services; returns when pods serve."""
+    import contextlib
     from .. import engine
 
     started = time.monotonic()
     progress, bar = _progress_printer()
-    if bar is not None:
-        with bar:
-            cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
-                                proxy_mode=proxy_mode, progress=progress, wait=timeout)
-    else:
+    with bar if bar is not None else contextlib.nullcontext():
         cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
                             proxy_mode=proxy_mode, progress=progress, wait=timeout)
     cfg = cluster.config

@@ -201,8 +201,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def open_rtnl_socket(name: str) -> socket.socket:
-    """A raw rtnetlink socket living in namespace `name` (which must exist), checked."""
+def _socket_in(name: str, sock_type: int) -> int:
+    """A netlink socket opened inside namespace `name` (which must exist and is not ours)."""
     target = inode(name)
     if target is None:
         raise KernelError(f'network namespace "{name}" does not exist')
@@ -213,32 +213,22 @@ def open_rtnl_socket(name: str) -> socket.socket:
         enter(name)
         if os.stat("/proc/thread-self/ns/net").st_ino != target:
             raise KernelError(f"could not enter network namespace {name}")
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).detach()
+        return socket.socket(socket.AF_NETLINK, sock_type, NETLINK_ROUTE).detach()
+    return in_thread(make_socket)
 
-    sock = socket.socket(fileno=in_thread(make_socket))
+
+def open_rtnl_socket(name: str) -> socket.socket:
+    """A raw rtnetlink socket living in namespace `name`, for kernel.rtnl batches."""
+    sock = socket.socket(fileno=_socket_in(name, socket.SOCK_RAW))
     sock.bind((0, 0))
     return sock
 
 
 def open_netlink(name: str):
-    """An IPRoute whose socket lives in namespace `name` (which must exist), checked."""
+    """An IPRoute whose socket lives in namespace `name` (see the module docstring for why
+    pyroute2 is handed the descriptor rather than asked to enter the namespace)."""
     from pyroute2 import IPRoute
-
-    root = host_netns_inode()
-    target = inode(name)
-    if target is None:
-        raise KernelError(f'network namespace "{name}" does not exist')
-    if target == root:
-        raise KernelError(f'refusing to work in "{name}": it is the host\'s root namespace')
-
-    def make_socket() -> int:
-        enter(name)
-        if os.stat("/proc/thread-self/ns/net").st_ino != target:
-            raise KernelError(f"could not enter network namespace {name}")
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-        return sock.detach()
-
-    return IPRoute(fileno=in_thread(make_socket))
+    return IPRoute(fileno=_socket_in(name, socket.SOCK_DGRAM))
 
 
 def ifindexes(name: str, devices: Iterable[str]) -> dict[str, int]:
