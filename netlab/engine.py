@@ -11,7 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 from . import state
 from .kernel import netns
@@ -22,7 +22,7 @@ from .model.errors import NotFoundError, StateError
 from .model.loader import load_lab
 from .model.objects import Pod
 from .plan import network as netplan
-from .runtime import agent_client
+from .runtime import agent_client, changes
 
 Progress = Callable[[str, int, int], None]
 
@@ -81,10 +81,6 @@ def load(lab: str) -> Cluster:
     return Cluster.from_state(data)
 
 
-def save(cluster: Cluster) -> None:
-    state.write_json(state.state_file(cluster.name), cluster.to_state())
-
-
 def pod_status(lab: str) -> dict:
     return (state.read_json(state.status_file(lab)) or {}).get("pods", {})
 
@@ -114,23 +110,27 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
     try:
         state.lab_dir(lab).mkdir(parents=True)
         state.log_dir(lab).mkdir()
-        save(cluster)
+        # The bootstrap: the lab's first state is written before its agent exists; from the
+        # moment the agent runs, it is the lab's only writer.
+        changes.save(cluster)
         # The agent starts up while the network is wired, and starts each batch of pods as
-        # soon as it is wired: the two run on separate cores.
+        # soon as `up` reports it wired: the two run on separate cores.
         agent = agent_client.launch(lab, defer_sync=True)
-        build_network(cluster, progress, timings, on_batch=lambda: agent_client.nudge(lab))
+        wired: list[str] = []
+
+        def batch_done(pods: list[Pod]) -> None:
+            wired.extend(p.meta.key for p in pods)
+            agent_client.nudge(lab, {"wired": wired})
+        build_network(cluster, progress, timings, on_batch=batch_done)
         t = time.perf_counter()
-        sync_dataplane(cluster)
-        t = timings.record("rules", t)
         progress("starting pods", 0, len(cluster.pods))
         agent_client.wait_started(lab, agent)
-        agent_client.request(lab, "sync")
+        agent_client.call(lab, "POST", "/apis/netlab.io/v1/sync", {"wired": "all"})
         t = timings.record("agent", t)
         if wait:
+            # The agent syncs rules and DNS before it reports a pod Ready, so `up` returns with
+            # the data plane already matching what the agent reports.
             wait_for_pods(cluster, wait, progress)
-            # Rules and DNS for exactly the pods that are ready now, so `up` returns with the
-            # data plane already matching what the agent reports.
-            sync_dataplane(cluster)
         timings.record("pods", t)
     except BaseException:
         teardown(lab)
@@ -139,7 +139,8 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
 
 
 def build_network(cluster: Cluster, progress: Progress = _no_progress,
-                  timings: Optional[Timings] = None, on_batch: Callable[[], None] = lambda: None) -> None:
+                  timings: Optional[Timings] = None,
+                  on_batch: Callable[[list[Pod]], None] = lambda pods: None) -> None:
     timings = timings or Timings()
     t = time.perf_counter()
     infra = netplan.plan_infrastructure(cluster)
@@ -149,36 +150,10 @@ def build_network(cluster: Cluster, progress: Progress = _no_progress,
         t = timings.record("nodes", t)
         pods = list(cluster.pods.values())
         for i in range(0, len(pods), 25):
-            add_pod_network(cluster, pods[i:i + 25], builder)
-            on_batch()
+            changes.add_pod_network(cluster, pods[i:i + 25], builder)
+            on_batch(pods[i:i + 25])
             progress("wiring pods", min(i + 25, len(pods)), len(pods))
         timings.record("pod network", t)
-
-
-def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:
-    plans, created = [], []
-    for pod in pods:
-        plans.extend(netplan.plan_pod(cluster, pod))
-        created.append(cluster.pod_netns(pod))
-        write_pod_files(cluster, pod)
-    builder.apply(plans, create_netns=created)
-    for ns in created:     # pods are many; don't hold a socket per pod open
-        builder.forget(ns)
-
-
-def write_pod_files(cluster: Cluster, pod: Pod) -> None:
-    """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts (and resolv.conf)."""
-    etc = state.ETC_NETNS / cluster.pod_netns(pod)
-    etc.mkdir(parents=True, exist_ok=True)
-    hostname = pod.spec.hostname or pod.meta.name
-    (etc / "hosts").write_text(
-        "# Kubernetes-managed hosts file (netlab).\n127.0.0.1\tlocalhost\n"
-        f"::1\tlocalhost ip6-localhost ip6-loopback\n{pod.pod_ip}\t{hostname}\n")
-    try:
-        from .model.dns import resolv_conf
-    except ImportError:      # cluster DNS not built yet: keep the host's resolver file
-        return
-    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
 
 
 def ready_from(pods: dict) -> Optional[set[str]]:
@@ -189,17 +164,6 @@ def ready_from(pods: dict) -> Optional[set[str]]:
 def ready_pods(lab: str) -> Optional[set[str]]:
     """Pods the agent reports Running and Ready; None (every pod) before it has reported."""
     return ready_from(pod_status(lab))
-
-
-def sync_dataplane(cluster: Cluster) -> None:
-    """kube-proxy's and kube-dns's job: rules on every node and DNS records, for ready pods."""
-    from . import dataplane
-    reported = pod_status(cluster.name)
-    ready = ready_from(reported)
-    if ready is not None:
-        # Pods the agent has not seen yet (just applied) count as ready until it reports.
-        ready |= {key for key in cluster.pods if key not in reported}
-    dataplane.sync(cluster, ready)
 
 
 def wait_for_pods(cluster: Cluster, timeout: float, progress: Progress = _no_progress) -> None:
@@ -264,168 +228,63 @@ def clean() -> list[dict]:
 
 
 # ---------------------------------------------------------------------- live changes
+# Clients of the lab's agent, which validates, applies to the kernel and commits each change.
+
+_PATHS = {"pods": "pods", "services": "services", "rcs": "replicationcontrollers"}
 
 
-def _replace_service(cluster: Cluster, new) -> None:
-    """kubectl apply on an existing Service: keep its ClusterIP and nodePorts unless changed."""
-    from .model.errors import LabError
-    old = cluster.services[new.meta.key]
-    if not new.cluster_ip:
-        new.cluster_ip = old.cluster_ip
-    if new.type == old.type:
-        for port in new.ports:
-            before = next((p for p in old.ports if (p.name, p.port) == (port.name, port.port)), None)
-            if before and not port.node_port:
-                port.node_port = before.node_port
-        if not new.load_balancer_ip:
-            new.load_balancer_ip = old.load_balancer_ip
-    cluster.remove_service(old.meta.key)
-    try:
-        cluster.admit([new])
-    except LabError:
-        cluster.service_alloc.restore(old)
-        cluster.services[old.meta.key] = old
-        raise
+def api_manifest(obj) -> dict:
+    """An object as a request body: the manifest as written, its file in an annotation."""
+    import copy
+    doc = copy.deepcopy(obj.meta.raw) or {"apiVersion": "v1", "kind": obj.kind}
+    md = doc.setdefault("metadata", {})
+    md["name"] = obj.meta.name
+    if obj.kind != "Namespace":
+        md["namespace"] = obj.meta.namespace
+    if obj.meta.source:
+        md["annotations"] = dict(md.get("annotations") or {}, **{"netlab/source": obj.meta.source})
+    if obj.kind == "ReplicationController":
+        doc.setdefault("spec", {})["replicas"] = obj.replicas
+    return doc
 
 
 def apply(lab: str, objects: list) -> list[str]:
-    """Create or update objects in a running lab; on a bad object the lab stays as it was.
-
-    Returns kubectl-style lines ("service/frontend created").
-    """
-    from .model.errors import InvalidError
-    from .model.objects import ReplicationController, Service
-    require_root()
-    cluster = load(lab)
-    snapshot = cluster.snapshot()
-    before = set(cluster.pods)
-    results = []
-    try:
-        fresh = []
-        for obj in objects:
-            if isinstance(obj, Service) and obj.meta.key in cluster.services:
-                _replace_service(cluster, obj)
-                results.append(f"service/{obj.meta.name} configured")
-            elif isinstance(obj, ReplicationController) and obj.meta.key in cluster.rcs:
-                cluster.rcs[obj.meta.key] = obj
-                _scale_to(cluster, obj)
-                results.append(f"replicationcontroller/{obj.meta.name} configured")
-            elif isinstance(obj, Pod) and obj.meta.key in cluster.pods:
-                raise InvalidError("a pod's spec is immutable here: delete the pod and apply it again",
-                                   file=obj.meta.source, obj=f"Pod/{obj.meta.name}", field="spec")
-            else:
-                fresh.append(obj)
-        cluster.admit(fresh)
-        results += [f"{o.kind.lower()}/{o.meta.name} created" for o in fresh]
-    except BaseException:
-        cluster.restore(snapshot)
-        raise
-    _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
-              removed=[k for k in before if k not in cluster.pods])
-    return results
-
-
-def _scale_to(cluster: Cluster, rc) -> None:
-    """The replication manager's job: create or delete pods until `replicas` match."""
-    mine = cluster.rc_pods(rc)
-    for pod in mine[rc.replicas:][::-1] if len(mine) > rc.replicas else []:
-        cluster.remove_pod(pod.meta.key)
-    cluster.reconcile_rc(rc)
+    """Create or update objects in a running lab, all or nothing; kubectl-style result lines."""
+    reply = agent_client.call(lab, "POST", "/apis/netlab.io/v1/apply",
+                              {"kind": "List", "apiVersion": "v1", "items": [api_manifest(o) for o in objects]})
+    return reply["lines"]
 
 
 def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[str]:
-    require_root()
-    cluster = load(lab)
-    snapshot = cluster.snapshot()
-    before = set(cluster.pods)
-    results = []
-    if kind == "services":
-        cluster.service(name, namespace)
-        cluster.remove_service(f"{namespace}/{name}")
-        results.append(f'service "{name}" deleted')
-    elif kind == "rcs":
-        key = f"{namespace}/{name}"
-        rc = cluster.rcs.get(key)
-        if rc is None:
-            raise NotFoundError(f'replicationcontrollers "{name}" not found in namespace "{namespace}"')
-        for pod in cluster.rc_pods(rc):
-            cluster.remove_pod(pod.meta.key)
-        del cluster.rcs[key]
-        results.append(f'replicationcontroller "{name}" deleted')
-    elif kind == "pods":
-        pod = cluster.pod(name, namespace)
-        cluster.remove_pod(pod.meta.key)
-        results.append(f'pod "{name}" deleted')
-        # Its controller notices at once and makes a replacement with a new name and IP.
-        for rc in cluster.rcs.values():
-            if rc.meta.namespace == namespace and rc.selector.matches(pod.meta.labels):
-                cluster.reconcile_rc(rc)
-    elif kind == "namespaces":
-        if name in ("default", "kube-system"):
-            raise StateError(f'namespace "{name}" cannot be deleted')
-        if name not in cluster.namespaces:
-            raise NotFoundError(f'namespaces "{name}" not found')
-        for key in [k for k in cluster.pods if k.startswith(name + "/")]:
-            cluster.remove_pod(key)
-        for key in [k for k in cluster.services if k.startswith(name + "/")]:
-            cluster.remove_service(key)
-        for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
-            del cluster.rcs[key]
-        del cluster.namespaces[name]
-        results.append(f'namespace "{name}" deleted')
+    """Delete one object (kind: pods, services, rcs, namespaces); dependents follow."""
+    from urllib.parse import quote
+    if kind == "namespaces":
+        path = f"/api/v1/namespaces/{quote(name, safe='')}"
+    elif kind in _PATHS:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{_PATHS[kind]}/{quote(name, safe='')}"
     else:
         raise StateError(f"cannot delete {kind}")
-    _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
-              removed=[k for k in before if k not in cluster.pods])
-    return results
+    return [agent_client.call(lab, "DELETE", path)["message"]]
 
 
-def _converge(cluster: Cluster, snapshot: dict, added: list[Pod], removed: list[str],
-              agent_sync: Optional[Callable[[], None]] = None) -> None:
-    """Make the kernel and the agent follow a changed cluster: new pods wired, gone pods
-    unwired, rules re-synced on every node. If wiring fails, the previous state returns.
-    The agent itself passes `agent_sync` (it cannot ask its own socket)."""
-    old = Cluster.from_state(snapshot)
-    try:
-        with Builder() as builder:
-            add_pod_network(cluster, added, builder)
-    except BaseException:
-        for pod in added:
-            netns.delete(cluster.pod_netns(pod))
-        raise
-    save(cluster)
-    if agent_sync is not None:
-        agent_sync()
-    elif agent_client.agent_pid(cluster.name):
-        agent_client.request(cluster.name, "sync")      # stops removed pods, starts new ones
-    gone = [old.pod_netns(old.pods[key]) for key in removed]
-    netns.kill_processes([i for i in (netns.inode(ns) for ns in gone) if i])
-    with Builder() as builder:
-        for key in removed:
-            pod = old.pods[key]
-            builder.remove_links(old.node(pod.spec.node_name).netns,
-                                 [names.host_veth(pod.meta.namespace, pod.meta.name)])
-    for ns in gone:
-        netns.delete(ns)
-        shutil.rmtree(state.ETC_NETNS / ns, ignore_errors=True)
-    sync_dataplane(cluster)
+def scale(lab: str, name: str, replicas: int, namespace: str = "default") -> str:
+    from urllib.parse import quote
+    reply = agent_client.call(lab, "PUT", f"/api/v1/namespaces/{quote(namespace, safe='')}/replicationcontrollers/"
+                                          f"{quote(name, safe='')}/scale", {"spec": {"replicas": replicas}})
+    return reply["message"]
 
 
-def evict_node(lab: str, node: str, agent_sync: Callable[[], None]) -> list[str]:
-    """The node controller's eviction: the node is NotReady, its pods are deleted, and their
-    controllers recreate them on the nodes that are left. Returns the evicted pods."""
-    cluster = load(lab)
-    snapshot = cluster.snapshot()
-    cluster.not_ready.add(node)
-    gone = [p.meta.key for p in cluster.pods_on(node)]
-    for key in gone:
-        cluster.remove_pod(key)
-    before = set(cluster.pods)
-    for rc in cluster.rcs.values():
-        cluster.reconcile_rc(rc)
-    _converge(cluster, snapshot, added=[cluster.pods[k] for k in cluster.pods if k not in before],
-              removed=gone, agent_sync=agent_sync)
-    return gone
+def inject_fault(lab: str, kind: str, target: str, namespace: str = "default",
+                 container: Optional[str] = None, grace: float = 10.0) -> str:
+    """Ask the agent to inject a fault (see netlab/faults.py); returns what it did."""
+    from .faults import check_grace
+    body = {"kind": kind, "target": target, "namespace": namespace, "container": container,
+            "grace": check_grace(grace)}
+    return agent_client.call(lab, "POST", "/apis/netlab.io/v1/faults", body)["message"]
+
+
+def heal_faults(lab: str) -> list[str]:
+    return agent_client.call(lab, "DELETE", "/apis/netlab.io/v1/faults")["lines"]
 
 
 def restart_agent(lab: str) -> int:
@@ -464,10 +323,8 @@ def rolling_update(lab: str, old_name: str, new_rc, namespace: str = "default",
                            field="spec.selector", **where)
     target = new_rc.replicas
 
-    def scale(rc, replicas: int) -> None:
-        scaled = copy.copy(rc)
-        scaled.replicas = replicas
-        apply(lab, [scaled])
+    def step(rc, replicas: int) -> None:
+        scale(lab, rc.meta.name, replicas, namespace)
         wait_for_pods(load(lab), timeout)
 
     new_rc = copy.copy(new_rc)
@@ -479,11 +336,11 @@ def rolling_update(lab: str, old_name: str, new_rc, namespace: str = "default",
         if up_count < target:
             up_count += 1
             say(f"Scaling {new_rc.meta.name} up to {up_count}")
-            scale(new_rc, up_count)
+            step(new_rc, up_count)
         if down_count > 0 and (up_count >= target or down_count + up_count > target):
             down_count -= 1
             say(f"Scaling {old.meta.name} down to {down_count}")
-            scale(old, down_count)
+            step(old, down_count)
     delete(lab, "rcs", old.meta.name, namespace)
     say(f'Update succeeded. Deleting {old.meta.name}\n'
         f'replicationcontroller "{old.meta.name}" rolling updated to "{new_rc.meta.name}"')

@@ -7,25 +7,31 @@
     node-down    the node stops: link cut and every pod process on it frozen (SIGSTOP)
     heal         undo all of the above
 
-Node faults are recorded in faults.json; the agent's node controller marks such a node
+Faults are injected by the lab's agent (the one writer of a lab), which acts only on the
+processes it supervises itself, and records them in faults.json; its node controller marks such a node
 NotReady and, after the grace period, evicts its pods so their controllers replace them on
 the nodes that are left (kube-controller-manager's pod eviction, with a lab-sized timeout).
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import time
-from typing import Optional
+from typing import Callable, Optional
 
-from . import engine, state
+from . import state
 from .kernel import netns
 from .model import names
-from .model.errors import LabError, StateError
+from .model.errors import InvalidError, LabError, StateError
 
 FAULT_COMMENT = "netlab-fault"
 FAULT_KINDS = ("kill", "stop-server", "cut-link", "node-down")
+_STOP_RULE = ["INPUT", "-p", "tcp", "--syn", "-m", "comment", "--comment", FAULT_COMMENT, "-j", "DROP"]
+
+# The agent's live processes of a pod: (pod key, container or None) -> PIDs it supervises.
+PidsOf = Callable[[str, Optional[str]], list]
 
 
 def faults_file(lab: str):
@@ -36,14 +42,11 @@ def read(lab: str) -> dict:
     return state.read_json(faults_file(lab)) or {"nodes": {}, "pods": {}}
 
 
-def _container_pid(lab: str, key: str, container: Optional[str]) -> int:
-    st = engine.pod_status(lab).get(key)
-    if not st:
-        raise StateError(f"pod {key} has no running processes")
-    running = [c for c in st["containers"] if c.get("pid") and (container is None or c["name"] == container)]
-    if not running:
-        raise StateError(f"pod {key}: no running container{' ' + container if container else ''}")
-    return running[0]["pid"]
+def check_grace(grace) -> float:
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not math.isfinite(grace) \
+            or grace < 0 or grace > 86400:
+        raise InvalidError("must be a number of seconds from 0 to 86400", value=grace, field="--grace")
+    return float(grace)
 
 
 def pod_iptables(ns: str, *args: str) -> subprocess.CompletedProcess:
@@ -62,81 +65,74 @@ def _link(ns: str, dev: str, up: bool) -> None:
         handle.close()
 
 
-def _signal_pods_on(lab: str, cluster, node: str, sig: int) -> int:
+def _signal_pods_on(cluster, node: str, pids_of: PidsOf, sig: int) -> int:
     count = 0
-    status = engine.pod_status(lab)
     for pod in cluster.pods_on(node):
-        st = status.get(pod.meta.key, {})
-        for pid in [st.get("holderPid")] + [c.get("pid") for c in st.get("containers", [])]:
-            if pid:
-                try:
-                    os.kill(pid, sig)
-                    count += 1
-                except ProcessLookupError:
-                    pass
+        for pid in pids_of(pod.meta.key, None):
+            try:
+                os.kill(pid, sig)
+                count += 1
+            except ProcessLookupError:
+                pass
     return count
 
 
-def inject(lab: str, kind: str, target: str, namespace: str = "default",
-           container: Optional[str] = None, grace: float = 10.0) -> str:
-    engine.require_root()
-    cluster = engine.load(lab)
-    faults = read(lab)
+def inject(cluster, recorded: dict, pids_of: PidsOf, kind: str, target: str,
+           namespace: str = "default", container: Optional[str] = None, grace: float = 10.0) -> str:
+    """Inject one fault (run by the agent); `recorded` (faults.json's content) is updated."""
     if kind == "kill":
         pod = cluster.pod(target, namespace)
-        pid = _container_pid(lab, pod.meta.key, container)
-        os.kill(pid, signal.SIGKILL)
-        return f"killed the container process {pid} of pod {pod.meta.key}"
+        names_in_pod = [c.name for c in pod.spec.containers]
+        if container and container not in names_in_pod:
+            raise LabError(f"container {container} is not valid for pod {target} "
+                           f"(containers: {', '.join(names_in_pod)})")
+        pids = pids_of(pod.meta.key, container or names_in_pod[0])
+        if not pids:
+            raise StateError(f"pod {pod.meta.key}: container {container or names_in_pod[0]} is not running")
+        os.kill(pids[0], signal.SIGKILL)      # our own child: the PID cannot have been reused
+        return f"killed the container process {pids[0]} of pod {pod.meta.key}"
     if kind == "stop-server":
         pod = cluster.pod(target, namespace)
         ns = cluster.pod_netns(pod)
-        rule = ["INPUT", "-p", "tcp", "--syn", "-m", "comment", "--comment", FAULT_COMMENT, "-j", "DROP"]
-        if pod_iptables(ns, "-C", *rule).returncode != 0:
-            pod_iptables(ns, "-I", *rule)
-        faults["pods"][pod.meta.key] = {"kind": kind, "since": time.time()}
-        state.write_json(faults_file(lab), faults)
+        if pod_iptables(ns, "-C", *_STOP_RULE).returncode != 0:
+            result = pod_iptables(ns, "-I", *_STOP_RULE)
+            if result.returncode != 0:
+                raise StateError(f"pod {pod.meta.key}: cannot add the drop rule: {result.stderr.strip()}")
+        recorded["pods"][pod.meta.key] = {"kind": kind, "since": time.time()}
         return f"pod {pod.meta.key} now drops every incoming TCP connection (its server looks dead)"
     if kind in ("cut-link", "node-down"):
+        grace = check_grace(grace)
         node = cluster.node(target)
-        if node.name in faults["nodes"]:
-            raise StateError(f"node {node.name} already has a fault ({faults['nodes'][node.name]['kind']}); "
+        if node.name in recorded["nodes"]:
+            raise StateError(f"node {node.name} already has a fault ({recorded['nodes'][node.name]['kind']}); "
                              f"`netlab fault heal` first")
-        others = [n for n in cluster.nodes if n.name != node.name and n.name not in faults["nodes"]]
+        others = [n for n in cluster.nodes if n.name != node.name and n.name not in recorded["nodes"]]
         if not others:
             raise StateError("refusing to take down the last Ready node")
-        _link(names.underlay_netns(lab), names.uplink(node.name), up=False)
-        frozen = _signal_pods_on(lab, cluster, node.name, signal.SIGSTOP) if kind == "node-down" else 0
-        faults["nodes"][node.name] = {"kind": kind, "since": time.time(), "grace": grace, "evicted": False}
-        state.write_json(faults_file(lab), faults)
+        _link(names.underlay_netns(cluster.name), names.uplink(node.name), up=False)
+        frozen = _signal_pods_on(cluster, node.name, pids_of, signal.SIGSTOP) if kind == "node-down" else 0
+        recorded["nodes"][node.name] = {"kind": kind, "since": time.time(), "grace": grace, "evicted": False}
         what = f", {frozen} pod processes frozen" if frozen else ""
         return (f"node {node.name}: {kind}{what}; its pods are evicted and replaced on other nodes "
                 f"after {grace:g}s unless healed")
     raise LabError(f"unknown fault {kind!r} (choose from {', '.join(FAULT_KINDS)})")
 
 
-def heal(lab: str) -> list[str]:
-    """Undo every fault netlab injected in this lab (killed processes were restarted already)."""
-    engine.require_root()
-    cluster = engine.load(lab)
-    faults = read(lab)
+def heal(cluster, recorded: dict, pids_of: PidsOf) -> list[str]:
+    """Undo every fault in `recorded` (run by the agent; killed processes restarted already)."""
     done = []
-    for key in list(faults["pods"]):
-        ns_, name = key.split("/", 1)
-        try:
-            ns = cluster.pod_netns(cluster.pod(name, ns_))
-        except LabError:
-            continue          # the pod is gone
-        rule = ["INPUT", "-p", "tcp", "--syn", "-m", "comment", "--comment", FAULT_COMMENT, "-j", "DROP"]
-        while pod_iptables(ns, "-D", *rule).returncode == 0:
-            pass
-        done.append(f"pod {key} serves again")
-    for node, fault in faults["nodes"].items():
-        _link(names.underlay_netns(lab), names.uplink(node), up=True)
+    for key in list(recorded["pods"]):
+        pod = cluster.pods.get(key)
+        if pod is not None:
+            ns = cluster.pod_netns(pod)
+            while pod_iptables(ns, "-D", *_STOP_RULE).returncode == 0:
+                pass
+            done.append(f"pod {key} serves again")
+        del recorded["pods"][key]
+    for node, fault in list(recorded["nodes"].items()):
+        _link(names.underlay_netns(cluster.name), names.uplink(node), up=True)
         if fault["kind"] == "node-down":
-            _signal_pods_on(lab, cluster, node, signal.SIGCONT)
+            _signal_pods_on(cluster, node, pids_of, signal.SIGCONT)
         done.append(f"node {node} is back")
-    if cluster.not_ready:
-        cluster.not_ready.clear()
-        engine.save(cluster)
-    state.write_json(faults_file(lab), {"nodes": {}, "pods": {}})
+        del recorded["nodes"][node]
     return done or ["no faults to heal"]

@@ -26,7 +26,9 @@ def status(lab: Optional[str] = LabOption) -> None:
     """Whether the agent runs."""
     from ..runtime import agent_client
     name = lab_name(lab)
-    pid = agent_client.agent_pid(name)
-    typer.echo(f"running (pid {pid})" if pid else "gone: `netlab agent restart`")
-    if not pid:
+    how, pid = agent_client.agent_state(name)
+    typer.echo({"running": f"running (pid {pid})",
+                "stopped": f"stopped (pid {pid}): `kill -CONT {pid}` or `netlab agent restart`",
+                "gone": "gone: `netlab agent restart`"}[how])
+    if how != "running":
         raise typer.Exit(1)

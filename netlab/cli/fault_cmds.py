@@ -17,38 +17,38 @@ app.add_typer(fault_app, name="fault")
 def kill(pod: str, container: Optional[str] = typer.Option(None, "--container", "-c"),
          lab: Optional[str] = LabOption, namespace: str = NamespaceOption) -> None:
     """Kill a container's process; its restartPolicy decides what happens next."""
-    from .. import faults
-    typer.echo(faults.inject(lab_name(lab), "kill", pod, namespace, container))
+    from .. import engine
+    typer.echo(engine.inject_fault(lab_name(lab), "kill", pod, namespace, container))
 
 
 @fault_app.command("stop-server")
 def stop_server(pod: str, lab: Optional[str] = LabOption, namespace: str = NamespaceOption) -> None:
     """Keep the pod running but make its server answer nothing (new connections time out)."""
-    from .. import faults
-    typer.echo(faults.inject(lab_name(lab), "stop-server", pod, namespace))
+    from .. import engine
+    typer.echo(engine.inject_fault(lab_name(lab), "stop-server", pod, namespace))
 
 
 @fault_app.command("cut-link")
 def cut_link(node: str, grace: float = typer.Option(10.0, help="Seconds before its pods are evicted."),
              lab: Optional[str] = LabOption) -> None:
     """Pull a node's cable to the underlay."""
-    from .. import faults
-    typer.echo(faults.inject(lab_name(lab), "cut-link", node, grace=grace))
+    from .. import engine
+    typer.echo(engine.inject_fault(lab_name(lab), "cut-link", node, grace=grace))
 
 
 @fault_app.command("node-down")
 def node_down(node: str, grace: float = typer.Option(10.0, help="Seconds before its pods are evicted."),
               lab: Optional[str] = LabOption) -> None:
     """Stop a node: its link is cut and its pods freeze; after the grace period the RCs replace them."""
-    from .. import faults
-    typer.echo(faults.inject(lab_name(lab), "node-down", node, grace=grace))
+    from .. import engine
+    typer.echo(engine.inject_fault(lab_name(lab), "node-down", node, grace=grace))
 
 
 @fault_app.command("heal")
 def heal(lab: Optional[str] = LabOption) -> None:
     """Undo every injected fault."""
-    from .. import faults
-    for line in faults.heal(lab_name(lab)):
+    from .. import engine
+    for line in engine.heal_faults(lab_name(lab)):
         typer.echo(line)
 
 

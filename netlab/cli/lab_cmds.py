@@ -94,7 +94,7 @@ def list_labs() -> None:
         data = state.read_json(state.state_file(name)) or {}
         spec = (data.get("lab") or {}).get("spec") or {}
         pods = sum(1 for o in data.get("objects", []) if o.get("kind") == "Pod")
-        agent = "running" if agent_client.agent_pid(name) else "gone"
+        agent = agent_client.agent_state(name)[0]
         rows.append([name, len(spec.get("nodes", [])), pods, spec.get("backend", "?"),
                      spec.get("proxyMode", "?"), agent, len(engine.lab_namespaces(name))])
     typer.echo(table(["LAB", "NODES", "PODS", "BACKEND", "PROXY", "AGENT", "NETNS"], rows)
@@ -108,14 +108,17 @@ def status(lab: Optional[str] = LabOption) -> None:
     from ..runtime import agent_client
     name = lab_name(lab)
     cluster = engine.load(name)
-    pid = agent_client.agent_pid(name)
-    pods = engine.pod_status(name)
+    how, pid = agent_client.agent_state(name)
+    pods = agent_client.live_status(name)["pods"] if how == "running" else {}
     running = sum(1 for k in cluster.pods if pods.get(k, {}).get("phase") == "Running")
     missing = [n for n in (p.netns for p in cluster.nodes) if n not in engine.lab_namespaces(name)]
     typer.echo(f"lab:    {name}")
-    typer.echo(f"agent:  {'running (pid %d)' % pid if pid else 'gone: restart it with `netlab agent restart`'}")
+    typer.echo("agent:  " + {"running": f"running (pid {pid})",
+                             "stopped": f"stopped (pid {pid}): it answers nothing; `kill -CONT {pid}` "
+                                        f"or `netlab agent restart`",
+                             "gone": "gone: restart it with `netlab agent restart`"}[how])
     typer.echo(f"pods:   {running}/{len(cluster.pods)} running")
     typer.echo(f"nodes:  {len(cluster.nodes) - len(missing)}/{len(cluster.nodes)} present"
                + (f" (missing: {', '.join(missing)})" if missing else ""))
-    if not pid or missing or running < len(cluster.pods):
+    if how != "running" or missing or running < len(cluster.pods):
         raise typer.Exit(1)

@@ -38,22 +38,14 @@ def scale(kind: str = typer.Argument(..., help="rc"), name: str = typer.Argument
           replicas: int = typer.Option(..., "--replicas", help="Desired number of pods."),
           lab: Optional[str] = LabOption, namespace: str = NamespaceOption) -> None:
     """Set a ReplicationController's replicas; pods are created or deleted to match."""
-    import copy
     from .. import engine
-    from ..model.errors import InvalidError, LabError, NotFoundError
+    from ..model.errors import InvalidError, LabError
     from .get_cmds import _resource
     if _resource(kind) != "rcs":
         raise LabError("scale supports replicationcontrollers (rc)")
     if replicas < 0:
         raise InvalidError("must be greater than or equal to 0", value=replicas, field="--replicas")
-    lab = lab_name(lab)
-    rc = engine.load(lab).rcs.get(f"{namespace}/{name}")
-    if rc is None:
-        raise NotFoundError(f'replicationcontrollers "{name}" not found in namespace "{namespace}"')
-    scaled = copy.copy(rc)
-    scaled.replicas = replicas
-    engine.apply(lab, [scaled])
-    typer.echo(f"replicationcontroller/{name} scaled")
+    typer.echo(engine.scale(lab_name(lab), name, replicas, namespace))
 
 
 @app.command()

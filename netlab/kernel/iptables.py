@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from netlab.kernel import netns as namespaces
-from netlab.model.errors import LabError, NotFoundError
+from netlab.model.errors import LabError, NotFoundError, StateError
 from netlab.plan.kubeproxy import Jump, render_jumps
 
 RESTORE = "iptables-legacy-restore"
 SAVE = "iptables-legacy-save"
 CONTEXT_LINES = 3
+RUN_TIMEOUT = 30.0
 _FAILED_LINE = re.compile(r"line:?\s+(\d+)")
 
 
@@ -57,7 +58,10 @@ def require_netns(name: str) -> str:
 
 def _run(netns: str, argv: Sequence[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
     cmd = ["nsenter", f"--net={require_netns(netns)}", "--", *argv]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    try:      # bounded: the agent runs this and must always come back to reap and answer
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise StateError(f"{argv[0]} in {netns} did not finish within {RUN_TIMEOUT:g}s") from None
 
 
 def context(text: str, line_no: int, around: int = CONTEXT_LINES) -> list[str]:

@@ -353,4 +353,7 @@ def to_manifest(obj: Obj) -> dict:
     elif isinstance(obj, Service):
         from .services import fill_service_manifest
         fill_service_manifest(obj, doc)
+    elif isinstance(obj, ReplicationController):
+        # `scale` changes the count, not the manifest as written: the count is what persists.
+        doc.setdefault("spec", {})["replicas"] = obj.replicas
     return doc

@@ -1,9 +1,14 @@
-"""The per-lab agent: supervises pod holders and container processes, like a kubelet.
+"""The per-lab agent: the lab's API server, its controllers and its kubelet in one process.
 
-Started by `netlab up`, stopped by `netlab down`. Single-threaded on purpose: it forks
-pods and containers, and forking a threaded process is asking for deadlocks. It reads the
-desired pods from state.json, publishes what runs in status.json, and answers commands on a
-Unix socket (one JSON line in, one JSON line out).
+Started by `netlab up`, stopped by `netlab down`. It is the only writer of the lab's state
+(state.json, faults.json, status.json) and of its data plane (rules, DNS records, faults):
+CLI commands are clients of its HTTP API on a Unix socket (runtime/apiserver.py), and every
+change goes validate -> apply to the kernel -> commit (runtime/changes.py). Requests are
+served one at a time, which is what makes concurrent commands safe.
+
+Single-threaded on purpose: it forks pods, containers and probes, and forking a threaded
+process is asking for deadlocks. Nothing in its loop blocks for long: probes run in forked
+children with deadlines, clients are read without waiting, and kernel calls are bounded.
 """
 from __future__ import annotations
 
@@ -13,20 +18,22 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .. import state
-from ..model.cluster import Cluster
+from .. import faults as faultops, state
+from ..model.cluster import Cluster, to_manifest
 from ..model.objects import Pod
-from . import nsops, pods as podproc
+from . import api, changes, nsops, pods as podproc, procs
 from ..kernel.netns import listening_tcp_ports
 from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
 RESTART_BACKOFF_START = 10.0
+CLIENT_TIMEOUT = 10.0           # a client that has not sent its whole request by then is dropped
 
 
 @dataclass
@@ -39,6 +46,7 @@ class ContainerRun:
     restarts: int = 0
     started: float = 0.0
     next_start: float = 0.0         # back-off deadline while waiting to restart
+    ticks: Optional[int] = None     # the process's start time: proof of identity
     env: dict = field(default_factory=dict)   # as set at start: `exec` gives the same one
     probes: list = field(default_factory=list)  # ProbeState for readiness and liveness
 
@@ -51,6 +59,7 @@ class ContainerRun:
         return {"name": self.name, "pid": self.pid, "state": self.state, "reason": self.reason,
                 "ready": self.ready,
                 "exitCode": self.exit_code, "restartCount": self.restarts, "startedAt": self.started,
+                "startTicks": self.ticks,
                 "env": self.env}
 
 
@@ -58,6 +67,7 @@ class ContainerRun:
 class PodRun:
     key: str
     holder: int = 0
+    holder_ticks: Optional[int] = None                 # its start time: proof of identity for `exec`
     containers: dict[str, ContainerRun] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)     # declared TCP ports, to see them serve
@@ -79,28 +89,40 @@ class Agent:
         self.published_ready: Optional[set[str]] = None   # what the data plane last saw
         self.proxies: dict[str, int] = {}                  # node -> userspace proxy pid
         self.starting = True                               # some pod is not serving yet
+        self.faults: dict = {"nodes": {}, "pods": {}}
+        self.wired: Optional[set[str]] = None              # while `up` wires: the pods it has wired
+        self.clients: dict[int, tuple[socket.socket, bytearray, float]] = {}
+        self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
 
     # ---------------------------------------------------------------- pods
 
     def load(self) -> None:
-        self.cluster = Cluster.from_state(state.read_json(state.state_file(self.lab)))
+        data = state.read_json(state.state_file(self.lab))
+        if data is None:
+            raise SystemExit(f"agent: lab {self.lab} has no state.json")
+        self.cluster = Cluster.from_state(data)
+        self.faults = faultops.read(self.lab)
 
-    def sync(self) -> None:
-        """Make the running pods match state.json: start new ones, stop vanished ones."""
-        self.load()
+    def bootstrap_sync(self, wired) -> None:
+        """`up` says which pods it has wired (a list, cumulative) or that all are: start those."""
+        self.wired = None if wired == "all" else set(wired) | (self.wired or set())
+        self.sync_pods()
+
+    def sync_pods(self) -> None:
+        """Make the running pods match the cluster: start new ones, stop vanished ones."""
         desired = self.cluster.pods
         for key in [k for k in self.pods if k not in desired]:
             self.stop_pod(key)
         # All sandboxes first, then all containers: the holders set themselves up on the
-        # other core while we fork the next ones.
-        # A pod whose namespace is not there yet is still being wired by `up`: a later sync
-        # starts it.
+        # other core while we fork the next ones. While `up` is still wiring, only the pods
+        # it has reported wired start (a namespace exists before its devices are configured).
         started = [(pod, ready_fd) for pod in desired.values() if pod.meta.key not in self.pods
-                   and os.path.exists(f"/run/netns/{self.cluster.pod_netns(pod)}")
+                   and (self.wired is None or pod.meta.key in self.wired)
                    for ready_fd in [self.start_sandbox(pod)] if ready_fd is not None]
         for pod, ready_fd in started:
             run = self.pods[pod.meta.key]
             if self._wait_ready(ready_fd):
+                run.holder_ticks = procs.start_ticks(run.holder)
                 for c in pod.spec.containers:
                     run.containers[c.name] = ContainerRun(c.name)
                     self.start_container(pod, run, c.name)
@@ -108,6 +130,19 @@ class Agent:
                 run.event("FailedCreatePodSandBox", "the pod sandbox did not come up; see its POD log",
                           "Warning")
         self.dirty = True
+
+    def ready_pods(self) -> set[str]:
+        """Pods whose endpoints the data plane may use: those last published Ready."""
+        return set(self.published_ready or ())
+
+    def pids_of(self, key: str, container: Optional[str]) -> list[int]:
+        """The live PIDs of a pod (holder and containers), or of one container: our children."""
+        run = self.pods.get(key)
+        if run is None:
+            return []
+        pids = [c.pid for c in run.containers.values()
+                if c.pid and c.state == "Running" and (container is None or c.name == container)]
+        return pids + ([run.holder] if container is None and run.holder else [])
 
     @staticmethod
     def _wait_ready(fd: int, timeout: float = 10.0) -> bool:
@@ -153,6 +188,7 @@ class Agent:
             run.event("Failed", f"Error: {exc}", "Warning")
             return
         self.by_pid[cr.pid] = (run.key, name)
+        cr.ticks = procs.start_ticks(cr.pid)
         cr.env = env
         run.listening = False
         now = time.monotonic()
@@ -255,11 +291,13 @@ class Agent:
         serving = run.listening
         ready = phase == "Running" and all(c.ready for c in run.containers.values())
         return {"phase": phase, "ready": ready, "serving": serving and ready, "holderPid": run.holder,
+                "holderStartTicks": run.holder_ticks,
                 "containers": containers, "events": run.events}
 
     # ---------------------------------------------------------------- probes
 
     def run_probes(self) -> None:
+        """Start the probes that are due, each in a forked child that reports on a pipe."""
         now = time.monotonic()
         for run in list(self.pods.values()):
             pod = self.cluster.pods.get(run.key)
@@ -271,20 +309,63 @@ class Agent:
                     continue
                 container = next(c for c in pod.spec.containers if c.name == cr.name)
                 for ps in cr.probes:
-                    if ps.next_at > now:
-                        continue
-                    passed, detail = run_probe(ps.probe, pod, container, node.netns, run.holder)
-                    if not passed:
-                        run.event("Unhealthy", f"{ps.kind.capitalize()} probe failed: {detail}", "Warning")
-                    if ps.record(passed, detail):
-                        self.dirty = True
-                        if ps.kind == "liveness" and ps.ok is False:
-                            run.event("Killing", f"Container {cr.name} failed liveness probe, will be restarted",
-                                      "Normal")
-                            try:
-                                os.kill(cr.pid, signal.SIGKILL)
-                            except ProcessLookupError:
-                                pass
+                    if ps.next_at <= now:
+                        ps.next_at = float("inf")      # until its result is in
+                        self._fork_probe(run, cr, ps, pod, container, node.netns)
+
+    def _fork_probe(self, run: PodRun, cr: ContainerRun, ps: ProbeState, pod: Pod, container, netns: str) -> None:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                podproc.forget_agent_signals()
+                os.closerange(3, read_fd)          # the listening socket and clients stay ours
+                os.closerange(read_fd, write_fd)
+                passed, detail = run_probe(ps.probe, pod, container, netns, run.holder)
+                os.write(write_fd, json.dumps([passed, detail[:500]]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        # The probe bounds itself by timeoutSeconds; a child that hangs past that is killed.
+        self.probing[read_fd] = (run.key, cr.name, ps, pid, time.monotonic() + ps.probe.timeout + 2)
+
+    def collect_probes(self, readable) -> None:
+        now = time.monotonic()
+        for fd, (key, name, ps, pid, deadline) in list(self.probing.items()):
+            if fd in readable:
+                try:
+                    passed, detail = json.loads(os.read(fd, 4096) or b"[false, \"the probe died\"]")
+                except ValueError:
+                    passed, detail = False, "the probe died"
+            elif now > deadline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                passed, detail = False, f"{ps.probe.kind}: no answer within {ps.probe.timeout:g}s"
+            else:
+                continue
+            os.close(fd)
+            del self.probing[fd]
+            self._probe_result(key, name, ps, passed, detail)
+
+    def _probe_result(self, key: str, name: str, ps: ProbeState, passed: bool, detail: str) -> None:
+        run = self.pods.get(key)
+        cr = run.containers.get(name) if run else None
+        if cr is None or ps not in cr.probes:
+            return                 # the pod or the container run it probed is gone
+        if not passed:
+            run.event("Unhealthy", f"{ps.kind.capitalize()} probe failed: {detail}", "Warning")
+        if ps.record(passed, detail):
+            self.dirty = True
+            if ps.kind == "liveness" and ps.ok is False and cr.pid:
+                run.event("Killing", f"Container {cr.name} failed liveness probe, will be restarted", "Normal")
+                try:
+                    os.kill(cr.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     # ---------------------------------------------------------------- kube-proxy (userspace)
 
@@ -321,14 +402,12 @@ class Agent:
 
     def node_controller(self) -> None:
         """Evict the pods of nodes that have been down longer than their grace period."""
-        from .. import engine, faults
-        recorded = faults.read(self.lab)
         changed = False
-        for node, fault in recorded["nodes"].items():
+        for node, fault in self.faults["nodes"].items():
             if fault.get("evicted") or time.time() - fault["since"] < fault["grace"]:
                 continue
             try:
-                gone = engine.evict_node(self.lab, node, agent_sync=self.sync)
+                gone = changes.evict_node(self.cluster, node, self)
             except Exception as exc:  # keep supervising; report and retry next round
                 print(f"agent: evicting node {node} failed: {exc}", file=sys.stderr, flush=True)
                 continue
@@ -337,43 +416,103 @@ class Agent:
             fault["evicted"] = True
             changed = True
         if changed:
-            state.write_json(faults.faults_file(self.lab), recorded)
+            self.save_faults()
+
+    def save_faults(self) -> None:
+        state.write_json(faultops.faults_file(self.lab), self.faults)
 
     def follow_readiness(self, status: dict) -> None:
         """Endpoints follow readiness: re-sync rules and DNS when the set of ready pods changes."""
         ready = {key for key, st in status["pods"].items() if st["ready"]}
         if ready == self.published_ready:
             return
-        self.published_ready = ready
         from ..dataplane import sync
         try:
             sync(self.cluster, ready)
-        except Exception as exc:  # keep supervising; the next change retries
+        except Exception as exc:  # keep supervising; the next round retries
             print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
+            return
+        self.published_ready = ready
 
     def publish(self) -> dict:
+        """Compute the pods' status, bring the data plane in line, then write status.json: a
+        client that sees a pod Ready there also finds its endpoints in the rules."""
         status = {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
                   "pods": {k: self.pod_status(r) for k, r in self.pods.items()}}
+        if self.wired is None:              # not while `up` is still wiring
+            self.follow_readiness(status)
         state.write_json(state.status_file(self.lab), status, compact=True)
         self.dirty = False
         return status
 
-    # ---------------------------------------------------------------- loop
+    # ---------------------------------------------------------------- the API's verbs
 
-    def handle(self, request: dict) -> dict:
-        cmd = request.get("cmd")
-        if cmd == "sync":
-            self.sync()
-            return {"ok": True, "status": self.publish()}
-        if cmd == "status":
-            return {"ok": True, "status": self.publish()}
-        if cmd == "stop":
-            self.running = False
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+    def apply(self, objects: list, mode: str = "apply") -> list[str]:
+        lines = changes.apply(self.cluster, objects, self, mode)
+        self.dirty = True
+        return lines
+
+    def delete(self, kind: str, name: str, namespace: str) -> list[str]:
+        lines = changes.delete(self.cluster, kind, name, namespace, self)
+        self.dirty = True
+        return lines
+
+    def scale(self, name: str, namespace: str, replicas) -> str:
+        line = changes.scale(self.cluster, name, namespace, replicas, self)
+        self.dirty = True
+        return line
+
+    def inject_fault(self, kind: str = "", target: str = "", namespace: str = "default",
+                     container: Optional[str] = None, grace: float = 10.0) -> str:
+        line = faultops.inject(self.cluster, self.faults, self.pids_of, kind, target, namespace,
+                               container, grace)
+        self.save_faults()
+        return line
+
+    def heal_faults(self) -> list[str]:
+        try:
+            return faultops.heal(self.cluster, self.faults, self.pids_of)
+        finally:
+            self.save_faults()
+            changes.mark_ready(self.cluster, self)
+
+    def stored(self, obj):
+        """The stored version of an object just written (with what the server filled in)."""
+        if obj.kind == "Namespace":
+            return self.cluster.namespaces[obj.meta.name]
+        return {"Pod": self.cluster.pods, "Service": self.cluster.services,
+                "ReplicationController": self.cluster.rcs}[obj.kind][obj.meta.key]
+
+    def object_view(self, obj) -> dict:
+        doc = to_manifest(obj)
+        if isinstance(obj, Pod):
+            run = self.pods.get(obj.meta.key)
+            st = self.pod_status(run) if run else {"phase": "Pending", "containers": []}
+            node = self.cluster.node(obj.spec.node_name)
+            doc["status"] = {"phase": st["phase"], "podIP": obj.pod_ip, "podIPs": [{"ip": obj.pod_ip}],
+                             "hostIP": node.internal_ip,
+                             "conditions": [{"type": "Ready", "status": "True" if st.get("ready") else "False"}],
+                             "containerStatuses": [
+                                 {"name": c["name"], "ready": c["ready"], "restartCount": c["restartCount"],
+                                  "state": {c["state"].lower(): {"reason": c["reason"]} if c["reason"] else {}}}
+                                 for c in st["containers"]]}
+        return doc
+
+    def node_object(self, node) -> dict:
+        ready = node.name not in self.cluster.not_ready and node.name not in self.faults["nodes"]
+        return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": node.labels},
+                "spec": {"podCIDR": node.pod_cidr},
+                "status": {"addresses": [{"type": "InternalIP", "address": node.internal_ip},
+                                         {"type": "Hostname", "address": node.name}],
+                           "conditions": [{"type": "Ready", "status": "True" if ready else "Unknown",
+                                           "reason": "KubeletReady" if ready else "NodeStatusUnknown"}]}}
+
+    # ---------------------------------------------------------------- loop
 
     def serve(self, defer_sync: bool = False) -> int:
         nsops.set_child_subreaper()
+        os.umask(0o077)           # the socket is created owner-only: no window before a chmod
+        self.load()
         sock_path = state.agent_socket(self.lab)
         try:
             sock_path.unlink()
@@ -381,31 +520,35 @@ class Agent:
             pass
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(sock_path))
-        os.chmod(sock_path, 0o600)
-        server.listen(16)
+        server.listen(socket.SOMAXCONN)
+        server.setblocking(False)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, self._on_term)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_term)
         state.agent_pidfile(self.lab).write_text(str(os.getpid()))
-        if defer_sync:          # `up` is still wiring pods; it says "sync" as batches are ready
-            self.load()
-        else:
-            self.sync()
+        if defer_sync:          # `up` is still wiring pods; it says which as batches are ready
+            self.wired = set()
+        self.sync_pods()
         self.publish()
         last_publish = time.monotonic()
         while self.running:
-            readable, _, _ = select.select([server, wake_r], [], [], 0.05 if self.starting else 0.25)
+            watched = [server, wake_r, *self.clients, *self.probing]
+            readable, _, _ = select.select(watched, [], [], 0.05 if self.starting else 0.25)
             if wake_r in readable:
                 os.read(wake_r, 4096)
             self.reap()
+            self.collect_probes(readable)
             self.keep_proxies()
             self.restart_due()
             self.run_probes()
             if server in readable:
-                self._answer(server)
+                self._accept(server)
+            for fd in [fd for fd in self.clients if fd in readable]:
+                self._read_client(fd)
+            self._drop_slow_clients()
             # Re-publish now and then: "serving" changes without any event we would see; often
             # while pods are still coming up, since `up` is waiting for exactly that.
             interval = 0.1 if self.starting else 1.0
@@ -413,7 +556,6 @@ class Agent:
                 self.node_controller()
                 status = self.publish()
                 self.starting = not all(st["serving"] for st in status["pods"].values())
-                self.follow_readiness(status)
                 last_publish = time.monotonic()
         self.shutdown()
         return 0
@@ -421,24 +563,73 @@ class Agent:
     def _on_term(self, *_):
         self.running = False
 
-    def _answer(self, server: socket.socket) -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+    def _accept(self, server: socket.socket) -> None:
+        while True:
             try:
-                reply = self.handle(json.loads(data or b"{}"))
-            except Exception as exc:  # one bad request must not take the lab's agent down
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            try:
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+                conn, _ = server.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                pass          # a nudge: the sender did not wait for the answer
+                return
+            # Only root (or the agent's own user) may talk to the lab's API.
+            uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[2]
+            if uid not in (0, os.geteuid()):
+                self._send(conn, *api.status_of(api.ApiError(403, "Forbidden", f"uid {uid} may not use this lab")))
+                continue
+            conn.setblocking(False)
+            self.clients[conn.fileno()] = (conn, bytearray(), time.monotonic())
+
+    def _read_client(self, fd: int) -> None:
+        conn, buf, since = self.clients[fd]
+        try:
+            chunk = conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            del self.clients[fd]
+            conn.close()
+            return
+        buf += chunk
+        try:
+            req = api.parse_request(bytes(buf))
+        except api.ApiError as exc:
+            del self.clients[fd]
+            self._send(conn, *api.status_of(exc))
+            return
+        if req is None:
+            return
+        del self.clients[fd]
+        self._send(conn, *self.handle(req))
+
+    def handle(self, req) -> tuple[int, object]:
+        from .apiserver import dispatch
+        try:
+            return dispatch(self, req)
+        except Exception as exc:  # one bad request must not take the lab's agent down
+            if not isinstance(exc, api.LabError):
+                import traceback
+                traceback.print_exc()
+            return api.status_of(exc)
+
+    @staticmethod
+    def _send(conn: socket.socket, code: int, body) -> None:
+        try:
+            conn.setblocking(True)
+            conn.settimeout(5)
+            conn.sendall(api.encode_response(code, body))
+        except OSError:
+            pass          # a nudge: the sender did not wait for the answer
+        finally:
+            conn.close()
+
+    def _drop_slow_clients(self) -> None:
+        now = time.monotonic()
+        for fd, (conn, _, since) in list(self.clients.items()):
+            if now - since > CLIENT_TIMEOUT:
+                del self.clients[fd]
+                self._send(conn, *api.status_of(api.ApiError(400, "BadRequest", "request not received in time")))
 
     def shutdown(self) -> None:
         for key in list(self.pods):

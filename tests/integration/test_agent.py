@@ -156,20 +156,20 @@ def test_readiness_takes_a_dead_endpoint_out_and_iptables_mode_recovers(make_lab
     cluster = web_lab(make_lab, probe=READINESS)
     svc = cluster.service("web")
     victim, survivor = web_pods(cluster)
-    faults.inject(cluster.name, "stop-server", victim.meta.name)
+    engine.inject_fault(cluster.name, "stop-server", victim.meta.name)
     sep = kubeproxy.sep_chain("default/web", "tcp", f"{victim.pod_ip}:8080")
     node = cluster.nodes[0]
     wait_until(lambda: sep not in iptables.list_chains(node.netns), 10, "the endpoint's chain to go")
     assert not engine.pod_status(cluster.name)[victim.meta.key]["ready"]
     assert connect_outcomes(cluster, svc.cluster_ip, 80, 10, timeout=1.0) == ["ok"] * 10
-    faults.heal(cluster.name)
+    engine.heal_faults(cluster.name)
     wait_until(lambda: sep in iptables.list_chains(node.netns), 10, "the endpoint to come back")
 
 
 def test_iptables_mode_cannot_retry_a_dead_endpoint(make_lab):
     cluster = web_lab(make_lab)        # no readiness probe: the dead pod stays in Endpoints
     victim = web_pods(cluster)[0]
-    faults.inject(cluster.name, "stop-server", victim.meta.name)
+    engine.inject_fault(cluster.name, "stop-server", victim.meta.name)
     outcomes = connect_outcomes(cluster, cluster.service("web").cluster_ip, 80, 20, timeout=0.5)
     # About half the new connections are sent to the silent pod and time out (P(0 of 20) ~ 1e-6).
     assert outcomes.count("failed") >= 1 and outcomes.count("ok") >= 1, outcomes
@@ -178,7 +178,7 @@ def test_iptables_mode_cannot_retry_a_dead_endpoint(make_lab):
 def test_userspace_mode_retries_another_endpoint(make_lab):
     cluster = web_lab(make_lab, mode="userspace")
     victim = web_pods(cluster)[0]
-    faults.inject(cluster.name, "stop-server", victim.meta.name)
+    engine.inject_fault(cluster.name, "stop-server", victim.meta.name)
     # The proxy's connect to the silent pod times out (0.5 s) and it tries the next one.
     outcomes = connect_outcomes(cluster, cluster.service("web").cluster_ip, 80, 8, timeout=3.0)
     assert outcomes == ["ok"] * 8
@@ -188,7 +188,7 @@ def test_node_down_evicts_and_the_rc_reschedules(make_lab):
     cluster = web_lab(make_lab)
     on_node2 = {p.meta.name for p in web_pods(cluster) if p.spec.node_name == "node2"}
     assert on_node2, "the scheduler spreads the RC over both nodes"
-    faults.inject(cluster.name, "node-down", "node2", grace=1.0)
+    engine.inject_fault(cluster.name, "node-down", "node2", grace=1.0)
     now = wait_until(lambda: (c := engine.load(cluster.name)) and "node2" in c.not_ready and c, 15,
                      "eviction")
     pods = web_pods(now)
@@ -198,7 +198,7 @@ def test_node_down_evicts_and_the_rc_reschedules(make_lab):
     seen = {http_get(now.pod_netns(now.pod("client")), now.service("web").cluster_ip, 80, "/hostname")
             for _ in range(10)}
     assert seen <= {p.meta.name for p in pods} and seen
-    faults.heal(cluster.name)
+    engine.heal_faults(cluster.name)
 
 
 def test_agent_restart_picks_up_a_running_lab(make_lab):

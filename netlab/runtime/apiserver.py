@@ -1,0 +1,228 @@
+"""The lab API's routes: Kubernetes-shaped paths onto the agent's write path and its facts.
+
+    GET    /api/v1/namespaces[/{name}]                       DELETE /api/v1/namespaces/{name}
+    GET    /api/v1/nodes[/{name}]
+    GET    /api/v1[/namespaces/{ns}]/{pods|services|replicationcontrollers}[/{name}]
+    POST   /api/v1/namespaces/{ns}/{resource}                create (409 AlreadyExists)
+    PUT    /api/v1/namespaces/{ns}/{resource}/{name}         replace (404 NotFound)
+    DELETE /api/v1/namespaces/{ns}/{resource}/{name}
+    GET|PUT /api/v1/namespaces/{ns}/replicationcontrollers/{name}/scale
+    POST   /apis/netlab.io/v1/apply        a List: create or update each item, all or nothing
+    GET|POST|DELETE /apis/netlab.io/v1/faults   list, inject, heal
+    GET    /apis/netlab.io/v1/status       the agent's live process facts (status.json's content)
+    POST   /apis/netlab.io/v1/sync         `up`: these pods are wired ({"wired": [...] | "all"})
+    POST   /apis/netlab.io/v1/stop
+    GET    /healthz
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from ..model.cluster import to_manifest
+from ..model.errors import InvalidError, NotFoundError
+from ..model.objects import parse_object
+from .api import ApiError, Request, ok_status
+
+RESOURCES = {"pods": ("Pod", "pods"), "services": ("Service", "services"),
+             "replicationcontrollers": ("ReplicationController", "rcs")}
+_NAME = r"(?P<name>[^/]+)"
+_NS = r"/api/v1/namespaces/(?P<ns>[^/]+)"
+_RES = r"(?P<res>pods|services|replicationcontrollers)"
+
+Handler = Callable[[Any, re.Match, Request], tuple[int, Any]]
+ROUTES: list[tuple[str, re.Pattern, Handler]] = []
+
+
+def route(method: str, pattern: str):
+    def register(fn: Handler) -> Handler:
+        ROUTES.append((method, re.compile(pattern + "$"), fn))
+        return fn
+    return register
+
+
+def dispatch(agent, req: Request) -> tuple[int, Any]:
+    allowed = False
+    for method, pattern, fn in ROUTES:
+        m = pattern.match(req.path)
+        if m:
+            allowed = True
+            if method == req.method:
+                return fn(agent, m, req)
+    if allowed:
+        raise ApiError(405, "MethodNotAllowed", f"{req.method} is not allowed on {req.path}")
+    raise ApiError(404, "NotFound", f"the server could not find the requested resource ({req.path})")
+
+
+def _object_of(doc: Any, where: str):
+    """A request body back into netlab's object; the source file travels as an annotation."""
+    if not isinstance(doc, dict):
+        raise ApiError(400, "BadRequest", "the body must be a JSON object")
+    ann = (doc.get("metadata") or {}).get("annotations") if isinstance(doc.get("metadata"), dict) else None
+    source = ann.get("netlab/source", where) if isinstance(ann, dict) else where
+    obj = parse_object(doc, str(source))
+    obj.meta.source = str(source)
+    return obj
+
+
+def _listing(kind: str, items: list) -> dict:
+    return {"kind": f"{kind}List", "apiVersion": "v1", "metadata": {}, "items": items}
+
+
+# ---------------------------------------------------------------------- reads
+
+
+@route("GET", r"/healthz")
+def healthz(agent, m, req):
+    return 200, "ok"
+
+
+@route("GET", r"/api/v1/namespaces")
+def list_namespaces(agent, m, req):
+    return 200, _listing("Namespace", [to_manifest(n) for n in agent.cluster.namespaces.values()])
+
+
+@route("GET", r"/api/v1/namespaces/" + _NAME)
+def get_namespace(agent, m, req):
+    ns = agent.cluster.namespaces.get(m["name"])
+    if ns is None:
+        raise NotFoundError(f'namespaces "{m["name"]}" not found')
+    return 200, to_manifest(ns)
+
+
+@route("GET", r"/api/v1/nodes(?:/" + _NAME + ")?")
+def get_nodes(agent, m, req):
+    nodes = [agent.node_object(n) for n in agent.cluster.nodes if not m["name"] or n.name == m["name"]]
+    if m["name"]:
+        if not nodes:
+            raise NotFoundError(f'nodes "{m["name"]}" not found')
+        return 200, nodes[0]
+    return 200, _listing("Node", nodes)
+
+
+@route("GET", r"/api/v1(?:/namespaces/(?P<ns>[^/]+))?/" + _RES + "(?:/" + _NAME + ")?")
+def get_objects(agent, m, req):
+    kind, attr = RESOURCES[m["res"]]
+    store = getattr(agent.cluster, attr)
+    objs = [o for o in store.values() if m["ns"] is None or o.meta.namespace == m["ns"]]
+    if m["name"]:
+        objs = [o for o in objs if o.meta.name == m["name"]]
+        if not objs:
+            raise NotFoundError(f'{m["res"]} "{m["name"]}" not found')
+        return 200, agent.object_view(objs[0])
+    return 200, _listing(kind, [agent.object_view(o) for o in objs])
+
+
+@route("GET", r"/apis/netlab.io/v1/status")
+def get_status(agent, m, req):
+    return 200, agent.publish()
+
+
+@route("GET", r"/apis/netlab.io/v1/faults")
+def get_faults(agent, m, req):
+    return 200, agent.faults
+
+
+# ---------------------------------------------------------------------- writes
+
+
+@route("POST", _NS + "/" + _RES)
+def create(agent, m, req):
+    obj = _object_of(req.body, "request")
+    _same_place(obj, m, None)
+    agent.apply([obj], mode="create")
+    return 201, agent.object_view(agent.stored(obj))
+
+
+@route("PUT", _NS + "/" + _RES + "/" + _NAME)
+def replace(agent, m, req):
+    obj = _object_of(req.body, "request")
+    _same_place(obj, m, m["name"])
+    agent.apply([obj], mode="replace")
+    return 200, agent.object_view(agent.stored(obj))
+
+
+def _same_place(obj, m, name) -> None:
+    kind, _ = RESOURCES[m["res"]]
+    if obj.kind != kind:
+        raise InvalidError(f"must be {kind} on this path", value=obj.kind, field="kind")
+    if obj.meta.namespace != m["ns"]:
+        raise ApiError(400, "BadRequest", f'the namespace of the object ({obj.meta.namespace}) does not '
+                                          f'match the namespace on the request ({m["ns"]})')
+    if name is not None and obj.meta.name != name:
+        raise ApiError(400, "BadRequest", f'the name of the object ({obj.meta.name}) does not match '
+                                          f'the name on the URL ({name})')
+
+
+@route("DELETE", _NS + "/" + _RES + "/" + _NAME)
+def delete(agent, m, req):
+    lines = agent.delete(RESOURCES[m["res"]][1], m["name"], m["ns"])
+    return 200, ok_status(lines[0], name=m["name"], kind=m["res"])
+
+
+@route("DELETE", r"/api/v1/namespaces/" + _NAME)
+def delete_namespace(agent, m, req):
+    lines = agent.delete("namespaces", m["name"], "")
+    return 200, ok_status(lines[0], name=m["name"], kind="namespaces")
+
+
+@route("GET", _NS + r"/replicationcontrollers/" + _NAME + "/scale")
+def get_scale(agent, m, req):
+    rc = agent.cluster.rcs.get(f'{m["ns"]}/{m["name"]}')
+    if rc is None:
+        raise NotFoundError(f'replicationcontrollers "{m["name"]}" not found in namespace "{m["ns"]}"')
+    return 200, _scale_object(rc, agent)
+
+
+@route("PUT", _NS + r"/replicationcontrollers/" + _NAME + "/scale")
+def put_scale(agent, m, req):
+    body = req.body if isinstance(req.body, dict) else {}
+    replicas = (body.get("spec") or {}).get("replicas") if isinstance(body.get("spec"), dict) else None
+    if replicas is None:
+        raise InvalidError("Required value", field="spec.replicas")
+    line = agent.scale(m["name"], m["ns"], replicas)
+    rc = agent.cluster.rcs[f'{m["ns"]}/{m["name"]}']
+    return 200, dict(_scale_object(rc, agent), message=line)
+
+
+def _scale_object(rc, agent) -> dict:
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": rc.meta.name, "namespace": rc.meta.namespace},
+            "spec": {"replicas": rc.replicas},
+            "status": {"replicas": len(agent.cluster.rc_pods(rc))}}
+
+
+@route("POST", r"/apis/netlab.io/v1/apply")
+def apply_list(agent, m, req):
+    body = req.body
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise ApiError(400, "BadRequest", "the body must be a List with items")
+    objects = [_object_of(doc, "request") for doc in body["items"]]
+    return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                 "lines": agent.apply(objects, mode="apply")}
+
+
+@route("POST", r"/apis/netlab.io/v1/faults")
+def inject_fault(agent, m, req):
+    body = req.body if isinstance(req.body, dict) else {}
+    return 201, ok_status(agent.inject_fault(**{k: body[k] for k in
+                                                ("kind", "target", "namespace", "container", "grace")
+                                                if k in body}))
+
+
+@route("DELETE", r"/apis/netlab.io/v1/faults")
+def heal_faults(agent, m, req):
+    return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "lines": agent.heal_faults()}
+
+
+@route("POST", r"/apis/netlab.io/v1/sync")
+def sync(agent, m, req):
+    body = req.body if isinstance(req.body, dict) else {}
+    agent.bootstrap_sync(body.get("wired", "all"))
+    return 200, agent.publish()
+
+
+@route("POST", r"/apis/netlab.io/v1/stop")
+def stop(agent, m, req):
+    agent.running = False
+    return 200, ok_status("stopping")

@@ -1,0 +1,265 @@
+"""The lab's write path, run only inside its agent (the lab's one writer).
+
+Every change goes validate -> apply to the kernel -> commit: the in-memory cluster is changed
+and admitted (validation), new pods are wired and every node's rules and the DNS records are
+synced (the kernel), and only then is state.json written (commit). If any step fails, the
+cluster, the kernel and the file are left as they were before the change.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from typing import Callable, Iterable, Protocol
+
+from .. import state
+from ..kernel import netns
+from ..kernel.build import Builder
+from ..model import names
+from ..model.cluster import Cluster
+from ..model.errors import InvalidError, LabError, NotFoundError, StateError
+from ..model.objects import Pod, ReplicationController, Service
+from ..plan import network as netplan
+from .api import Conflict
+
+
+class Kubelet(Protocol):
+    """What the write path needs from the agent's pod supervision."""
+
+    def ready_pods(self) -> set[str]: ...          # pods whose endpoints may be used
+
+    def sync_pods(self) -> None: ...               # start new pods, stop removed ones
+
+
+def save(cluster: Cluster) -> None:
+    state.write_json(state.state_file(cluster.name), cluster.to_state())
+
+
+# ---------------------------------------------------------------------- pod network
+
+
+def write_pod_files(cluster: Cluster, pod: Pod) -> None:
+    """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts and resolv.conf."""
+    from ..model.dns import resolv_conf
+    etc = state.ETC_NETNS / cluster.pod_netns(pod)
+    etc.mkdir(parents=True, exist_ok=True)
+    hostname = pod.spec.hostname or pod.meta.name
+    (etc / "hosts").write_text(
+        "# Kubernetes-managed hosts file (netlab).\n127.0.0.1\tlocalhost\n"
+        f"::1\tlocalhost ip6-localhost ip6-loopback\n{pod.pod_ip}\t{hostname}\n")
+    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
+
+
+def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:
+    plans, created = [], []
+    for pod in pods:
+        plans.extend(netplan.plan_pod(cluster, pod))
+        created.append(cluster.pod_netns(pod))
+        write_pod_files(cluster, pod)
+    builder.apply(plans, create_netns=created)
+    for ns in created:     # pods are many; don't hold a socket per pod open
+        builder.forget(ns)
+
+
+def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
+    """Unwire pods: their processes, host-side veths, namespaces and /etc/netns files."""
+    spaces = [cluster.pod_netns(p) for p in pods]
+    netns.kill_processes([i for i in (netns.inode(ns) for ns in spaces) if i])
+    with Builder() as builder:
+        for pod in pods:
+            try:
+                builder.remove_links(cluster.node(pod.spec.node_name).netns,
+                                     [names.host_veth(pod.meta.namespace, pod.meta.name)])
+            except LabError:
+                pass      # the node itself is gone
+    for ns in spaces:
+        netns.delete(ns)
+        shutil.rmtree(state.ETC_NETNS / ns, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- the transaction
+
+
+def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet) -> None:
+    """Make the kernel and the pods follow a cluster changed since `snapshot`, then commit.
+
+    On failure the cluster is restored to the snapshot, the pods wired for it are unwired and
+    the rules synced back, so nothing of the change stays; the error is raised."""
+    from .. import dataplane
+    old = Cluster.from_state(snapshot)
+    added = [p for k, p in cluster.pods.items() if k not in old.pods]
+    removed = [p for k, p in old.pods.items() if k not in cluster.pods]
+    try:
+        with Builder() as builder:
+            add_pod_network(cluster, added, builder)
+        dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods))
+    except BaseException:
+        remove_pod_network(cluster, added)
+        cluster.restore(snapshot)
+        try:
+            dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods))
+        except Exception:       # the original error is the one to report
+            pass
+        raise
+    save(cluster)
+    kubelet.sync_pods()
+    remove_pod_network(old, removed)
+
+
+def _changing(cluster: Cluster, kubelet: Kubelet, change: Callable[[], list[str]]) -> list[str]:
+    """Run one change on the cluster as a transaction; a refused change leaves it untouched."""
+    snapshot = cluster.snapshot()
+    try:
+        results = change()
+    except BaseException:
+        cluster.restore(snapshot)
+        raise
+    converge(cluster, snapshot, kubelet)
+    return results
+
+
+# ---------------------------------------------------------------------- the verbs
+
+
+def _replace_service(cluster: Cluster, new: Service) -> None:
+    """kubectl apply on an existing Service: keep its ClusterIP and nodePorts unless changed."""
+    old = cluster.services[new.meta.key]
+    if not new.cluster_ip:
+        new.cluster_ip = old.cluster_ip
+    if new.type == old.type:
+        for port in new.ports:
+            before = next((p for p in old.ports if (p.name, p.port) == (port.name, port.port)), None)
+            if before and not port.node_port:
+                port.node_port = before.node_port
+        if not new.load_balancer_ip:
+            new.load_balancer_ip = old.load_balancer_ip
+    cluster.remove_service(old.meta.key)
+    cluster.admit([new])
+
+
+def _scale_to(cluster: Cluster, rc: ReplicationController) -> None:
+    """The replication manager's job: create or delete pods until `replicas` match."""
+    mine = cluster.rc_pods(rc)
+    for pod in mine[rc.replicas:][::-1] if len(mine) > rc.replicas else []:
+        cluster.remove_pod(pod.meta.key)
+    cluster.reconcile_rc(rc)
+
+
+def _exists(cluster: Cluster, obj) -> bool:
+    if obj.kind == "Namespace":
+        return obj.meta.name in cluster.namespaces
+    store = {"Service": cluster.services, "ReplicationController": cluster.rcs, "Pod": cluster.pods}
+    return obj.meta.key in store[obj.kind]
+
+
+def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply") -> list[str]:
+    """Create (mode "create"), replace ("replace") or create-or-update ("apply") objects.
+
+    Returns kubectl-style lines ("service/frontend created")."""
+    def change() -> list[str]:
+        results, fresh = [], []
+        for obj in objects:
+            exists = _exists(cluster, obj)
+            kind = obj.kind.lower()
+            if exists and mode == "create":
+                raise Conflict(f'{kind}s "{obj.meta.name}" already exists', obj=f"{obj.kind}/{obj.meta.name}")
+            if not exists and mode == "replace":
+                raise NotFoundError(f'{kind}s "{obj.meta.name}" not found')
+            if not exists:
+                fresh.append(obj)
+            elif isinstance(obj, Service):
+                _replace_service(cluster, obj)
+                results.append(f"service/{obj.meta.name} configured")
+            elif isinstance(obj, ReplicationController):
+                cluster.rcs[obj.meta.key] = obj
+                _scale_to(cluster, obj)
+                results.append(f"replicationcontroller/{obj.meta.name} configured")
+            elif isinstance(obj, Pod):
+                raise InvalidError("a pod's spec is immutable here: delete the pod and apply it again",
+                                   file=obj.meta.source, obj=f"Pod/{obj.meta.name}", field="spec")
+            else:
+                results.append(f"{kind}/{obj.meta.name} unchanged")
+        cluster.admit(fresh)
+        return results + [f"{o.kind.lower()}/{o.meta.name} created" for o in fresh]
+    return _changing(cluster, kubelet, change)
+
+
+def scale(cluster: Cluster, name: str, namespace: str, replicas: int, kubelet: Kubelet) -> str:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 100000:
+        raise InvalidError("must be an integer from 0 to 100000", value=replicas, field="spec.replicas")
+
+    def change() -> list[str]:
+        rc = _rc(cluster, name, namespace)
+        scaled = copy.copy(rc)
+        scaled.replicas = replicas
+        cluster.rcs[rc.meta.key] = scaled
+        _scale_to(cluster, scaled)
+        return [f"replicationcontroller/{name} scaled"]
+    return _changing(cluster, kubelet, change)[0]
+
+
+def _rc(cluster: Cluster, name: str, namespace: str) -> ReplicationController:
+    rc = cluster.rcs.get(f"{namespace}/{name}")
+    if rc is None:
+        raise NotFoundError(f'replicationcontrollers "{name}" not found in namespace "{namespace}"')
+    return rc
+
+
+def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kubelet) -> list[str]:
+    """Delete one object (kind: pods, services, rcs, namespaces); dependents follow."""
+    def change() -> list[str]:
+        if kind == "services":
+            cluster.service(name, namespace)
+            cluster.remove_service(f"{namespace}/{name}")
+            return [f'service "{name}" deleted']
+        if kind == "rcs":
+            rc = _rc(cluster, name, namespace)
+            for pod in cluster.rc_pods(rc):
+                cluster.remove_pod(pod.meta.key)
+            del cluster.rcs[rc.meta.key]
+            return [f'replicationcontroller "{name}" deleted']
+        if kind == "pods":
+            pod = cluster.pod(name, namespace)
+            cluster.remove_pod(pod.meta.key)
+            # Its controller notices at once and makes a replacement with a new name and IP.
+            for rc in cluster.rcs.values():
+                if rc.meta.namespace == namespace and rc.selector.matches(pod.meta.labels):
+                    cluster.reconcile_rc(rc)
+            return [f'pod "{name}" deleted']
+        if kind == "namespaces":
+            if name in ("default", "kube-system"):
+                raise StateError(f'namespace "{name}" cannot be deleted')
+            if name not in cluster.namespaces:
+                raise NotFoundError(f'namespaces "{name}" not found')
+            for key in [k for k in cluster.pods if k.startswith(name + "/")]:
+                cluster.remove_pod(key)
+            for key in [k for k in cluster.services if k.startswith(name + "/")]:
+                cluster.remove_service(key)
+            for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
+                del cluster.rcs[key]
+            del cluster.namespaces[name]
+            return [f'namespace "{name}" deleted']
+        raise LabError(f"cannot delete {kind}")
+    return _changing(cluster, kubelet, change)
+
+
+def evict_node(cluster: Cluster, node: str, kubelet: Kubelet) -> list[str]:
+    """The node controller's eviction: the node is NotReady, its pods are deleted, and their
+    controllers recreate them on the nodes that are left. Returns the evicted pods."""
+    def change() -> list[str]:
+        cluster.not_ready.add(node)
+        gone = [p.meta.key for p in cluster.pods_on(node)]
+        for key in gone:
+            cluster.remove_pod(key)
+        for rc in cluster.rcs.values():
+            cluster.reconcile_rc(rc)
+        return gone
+    return _changing(cluster, kubelet, change)
+
+
+def mark_ready(cluster: Cluster, kubelet: Kubelet) -> None:
+    """Every node Ready again (heal)."""
+    def change() -> list[str]:
+        cluster.not_ready.clear()
+        return []
+    if cluster.not_ready:
+        _changing(cluster, kubelet, change)
