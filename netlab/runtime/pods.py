@@ -14,12 +14,15 @@ sees their exit codes without a shim in between:
 """
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
 
-from . import nsops
+from ..model.errors import LabError
+from ..model.podsecurity import ContainerSecurity, PodSecurity, VolumeMount, for_pod
+from . import caps, nsops
 
 # The order matters: mount last, since it changes how the later paths would resolve.
 _JOIN = (("ipc", nsops.CLONE_NEWIPC), ("uts", nsops.CLONE_NEWUTS), ("net", nsops.CLONE_NEWNET),
@@ -63,8 +66,37 @@ def _fork_in_pid_ns(enter) -> int:
     return pid
 
 
-def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str) -> tuple[int, int]:
+# The pod's writable places: private tmpfs, sized so a pod cannot fill the machine's memory.
+_TMPFS = (("/tmp", "mode=1777,size=256m"), ("/var/tmp", "mode=1777,size=256m"),
+          ("/run", "mode=755,size=64m"))
+# Mounted fresh rather than bound from the host.
+_FRESH_TOP = ("dev", "proc", "run", "sys", "tmp")
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# As Docker masks them: /proc files that show or change the kernel's state, not the pod's.
+_PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
+                "acpi", "scsi", "asound")
+_PROC_READONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+_SYS_MASKED = ("firmware", "devices/virtual/powercap")
+# Host secrets no lab needs to read (the rest of the host's files are visible read-only).
+_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
+            "/etc/ssh/ssh_host_*key", "/etc/ssl/private", "/root/.ssh", "/root/.kube", "/root/.gnupg",
+            "/home/*/.ssh", "/home/*/.kube", "/home/*/.gnupg")
+VOLUMES_DIR = "/run/.netlab/volumes"     # where a pod's emptyDir tmpfs live, inside the pod
+
+
+def security_of(pod, lab: str = "") -> PodSecurity:
+    """The pod's parsed security settings; a refused spec is an OSError, as a runtime failure."""
+    try:
+        return for_pod(pod, lab)
+    except LabError as exc:
+        raise PermissionError(1, str(exc)) from None
+
+
+def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
+                 security: Optional[PodSecurity] = None) -> tuple[int, int]:
     """Fork the pod's PID-1 holder; return (pid, fd that becomes readable when it is ready)."""
+    security = security or PodSecurity()
+    caps.last_cap()                   # read while /proc is the host's
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -89,15 +121,9 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str) ->
                     nsops.umount_detach("/run/netns")
                 except OSError:
                     pass
-            # What `ip netns exec` does: /sys shows this namespace's devices, and the files in
-            # /etc/netns/<netns>/ replace their /etc counterparts (resolv.conf, hosts).
-            nsops.mount("sysfs", "/sys", "sysfs", 0)
-            if os.path.isdir(etc_dir):
-                for name in sorted(os.listdir(etc_dir)):
-                    target = os.path.join("/etc", name)
-                    if os.path.exists(target):
-                        nsops.mount(os.path.join(etc_dir, name), target, "none", nsops.MS_BIND)
-            nsops.mount("proc", "/proc", "proc", nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+            _build_root(security)
+            _bind_etc(etc_dir, hostname)
+            caps.confine(())          # pause needs no capability at all
         except BaseException as exc:  # noqa: BLE001 - reported through the log; no "ready"
             _report_error(log_fd, "pod sandbox", exc)
             _child_exit(1)
@@ -107,6 +133,184 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str) ->
     os.close(ready_w)
     os.close(log_fd)
     return pid, ready_r
+
+
+def _tmpfs(target: str, options: str, flags: int = nsops.MS_NOSUID | nsops.MS_NODEV) -> None:
+    nsops.mount("tmpfs", target, "tmpfs", flags, options)
+
+
+def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
+    """Build the pod's root on a tmpfs at `root` and pivot into it (see the module's notes)."""
+    _tmpfs(root, "mode=755,size=1m")
+    for name in sorted(os.listdir("/")):
+        src, dst = "/" + name, f"{root}/{name}"
+        if name in _FRESH_TOP:
+            os.mkdir(dst, 0o755)
+        elif os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+        elif os.path.isdir(src):
+            os.mkdir(dst, 0o755)
+            nsops.mount(src, dst, "", nsops.MS_BIND | nsops.MS_REC)
+        elif os.path.isfile(src):
+            os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
+            nsops.mount(src, dst, "", nsops.MS_BIND)
+    # A volume at a top-level path the host lacks (/data): its mount point, while we can.
+    for path in security.pod_mounts():
+        if not os.path.lexists(root + "/" + path.split("/")[1]):
+            os.makedirs(root + path, 0o755, exist_ok=True)
+    for pattern in _SECRETS:
+        for path in glob.glob(pattern):
+            _mask(root + path, "/dev/null")
+    nsops.restrict_tree(root, nsops.MOUNT_ATTR_RDONLY | nsops.MOUNT_ATTR_NOSUID | nsops.MOUNT_ATTR_NODEV)
+
+    # The pod's own writable places.
+    for target, options in _TMPFS:
+        if os.path.isdir(root + target) and not os.path.islink(root + target):
+            _tmpfs(root + target, options)
+    os.makedirs(f"{root}/run/lock", 0o755, exist_ok=True)
+    for path in security.host_paths:                 # an add-on's view of the lab's own files
+        if os.path.isdir(path):
+            os.makedirs(root + path, 0o755, exist_ok=True)
+            nsops.mount(path, root + path, "", nsops.MS_BIND | nsops.MS_REC)
+            nsops.restrict_tree(root + path, nsops.MOUNT_ATTR_RDONLY | nsops.MOUNT_ATTR_NOSUID
+                                | nsops.MOUNT_ATTR_NODEV)
+    _build_dev(root)
+    # /proc of the pod's PID namespace, /sys of its netns; what belongs to the kernel read-only.
+    nsops.mount("proc", f"{root}/proc", "proc", nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+    _pod_sysctls(f"{root}/proc/sys")
+    for name in _PROC_MASKED:
+        _mask(f"{root}/proc/{name}", f"{root}/dev/null")
+    for name in _PROC_READONLY:
+        path = f"{root}/proc/{name}"
+        if os.path.exists(path):
+            nsops.mount(path, path, "", nsops.MS_BIND | nsops.MS_REC)
+            nsops.remount_bind(path, nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+    nsops.mount("sysfs", f"{root}/sys", "sysfs",
+                nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+    for name in _SYS_MASKED:
+        _mask(f"{root}/sys/{name}", f"{root}/dev/null")
+    _mount_volumes(security, root)
+    nsops.pivot_root(root)
+
+
+def _mask(path: str, null: str) -> None:
+    """Hide a file (behind /dev/null) or a directory (behind an empty read-only tmpfs)."""
+    if os.path.islink(path) or not os.path.exists(path):
+        return
+    if os.path.isdir(path):
+        _tmpfs(path, "size=4k,mode=555", nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+    else:
+        nsops.mount(null, path, "", nsops.MS_BIND)
+
+
+def _build_dev(root: str) -> None:
+    """/dev with null, zero, full, random, urandom, tty, a private devpts and /dev/shm; read-only,
+    so that CAP_MKNOD cannot add a disk (every writable mount of the pod is nodev)."""
+    dev = f"{root}/dev"
+    _tmpfs(dev, "mode=755,size=64k", nsops.MS_NOSUID | nsops.MS_NOEXEC)
+    for name in _DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            os.close(os.open(f"{dev}/{name}", os.O_WRONLY | os.O_CREAT, 0o666))
+            nsops.mount(f"/dev/{name}", f"{dev}/{name}", "", nsops.MS_BIND)
+    for name in ("pts", "shm", "mqueue"):
+        os.mkdir(f"{dev}/{name}", 0o755)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
+        os.symlink(target, f"{dev}/{name}")
+    nsops.mount("none", dev, "", nsops.MS_REMOUNT | nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NOEXEC,
+                "mode=755,size=64k")
+    nsops.mount("devpts", f"{dev}/pts", "devpts", nsops.MS_NOSUID | nsops.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620")
+    _tmpfs(f"{dev}/shm", "mode=1777,size=64m", nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+    try:
+        nsops.mount("mqueue", f"{dev}/mqueue", "mqueue", nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
+    except OSError:
+        pass
+
+
+def _pod_sysctls(proc_sys: str) -> None:
+    """What container runtimes set in a pod's own netns: any user may bind low ports and ping."""
+    for name, value in (("net/ipv4/ip_unprivileged_port_start", "0"),
+                        ("net/ipv4/ping_group_range", "0 2147483647")):
+        try:
+            with open(f"{proc_sys}/{name}", "w") as f:
+                f.write(value)
+        except OSError:
+            pass
+
+
+def _volume_source(m: VolumeMount, root: str = "") -> str:
+    src = f"{root}{VOLUMES_DIR}/{m.volume}"
+    if m.sub_path:
+        src = f"{src}/{m.sub_path}"
+        os.makedirs(src, 0o777, exist_ok=True)      # as the kubelet does for a missing subPath
+    return src
+
+
+def _bind_volume(m: VolumeMount, root: str = "") -> None:
+    target = root + m.path
+    if not os.path.isdir(target):
+        try:
+            os.makedirs(target, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise OSError(exc.errno, f"volume {m.volume}: cannot create mountPath {m.path} "
+                                     f"(the host's filesystem is read-only to pods): {exc.strerror}") from None
+    nsops.mount(_volume_source(m, root), target, "", nsops.MS_BIND)
+    flags = nsops.MS_NOSUID | nsops.MS_NODEV | (nsops.MS_RDONLY if m.read_only else 0)
+    nsops.remount_bind(target, flags)
+
+
+def _mount_volumes(security: PodSecurity, root: str) -> None:
+    """Each emptyDir a tmpfs of its own, bound where the pod's containers mount it."""
+    if not security.volumes:
+        return
+    for v in security.volumes:
+        path = f"{root}{VOLUMES_DIR}/{v.name}"
+        os.makedirs(path, 0o755)
+        # fsGroup: the volume belongs to that group, and what is made in it too (setgid).
+        owner = "mode=1777" if security.fs_group is None else f"mode=2777,gid={security.fs_group}"
+        _tmpfs(path, f"{owner},size={v.size}")
+    for m in sorted(security.pod_mounts().values(), key=lambda m: m.path.count("/")):
+        _bind_volume(m, root)
+
+
+def _container_mounts(security: PodSecurity, name: str) -> None:
+    """A container whose volumeMounts differ from the pod's shared view gets a mount namespace
+    of its own (a copy of the pod's) with its own mounts on top."""
+    shared = security.pod_mounts()
+    own = [m for m in security.container(name).mounts if shared.get(m.path) != m]
+    if not own:
+        return
+    nsops.unshare(nsops.CLONE_NEWNS)
+    for m in sorted(own, key=lambda m: m.path.count("/")):
+        _bind_volume(m)
+
+
+def _bind_etc(etc_dir: str, hostname: str) -> None:
+    """What `ip netns exec` does: the files in /etc/netns/<netns>/ (resolv.conf, hosts) replace
+    their /etc counterparts; read-only here. A symlinked /etc file (resolv.conf pointing into
+    /run) gets its target created on the pod's own /run. /etc/hostname says the pod's name."""
+    if os.path.isfile("/etc/hostname"):
+        own = "/run/.netlab/hostname"
+        os.makedirs(os.path.dirname(own), 0o755, exist_ok=True)
+        with open(own, "w") as f:
+            f.write(hostname + "\n")
+        nsops.mount(own, "/etc/hostname", "", nsops.MS_BIND)
+        nsops.remount_bind("/etc/hostname", nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV)
+    if not os.path.isdir(etc_dir):
+        return
+    for name in sorted(os.listdir(etc_dir)):
+        target = os.path.realpath(os.path.join("/etc", name))
+        if not os.path.lexists(os.path.join("/etc", name)):
+            continue
+        if not os.path.exists(target):
+            try:
+                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+            except OSError:
+                continue
+        nsops.mount(os.path.join(etc_dir, name), target, "none", nsops.MS_BIND)
+        nsops.remount_bind(target, nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV)
 
 
 def forget_agent_signals() -> None:
@@ -143,12 +347,19 @@ def _reap(*_) -> None:
 
 
 def spawn_container(holder_pid: int, argv: Sequence[str], env: dict[str, str], log_path: str,
-                    builtin) -> int:
+                    builtin, security: Optional[PodSecurity] = None, container: str = "") -> int:
     """Start one container joined to the holder's namespaces; return its PID (our child).
 
     `builtin(argv) -> int` runs netlab's own workloads in-process (argv[0] == 'netlab-workload');
-    anything else is exec'd with PATH lookup.
+    anything else is exec'd with PATH lookup. `security` is the pod's (security_of), and
+    `container` the container's name in it.
     """
+    security = security or PodSecurity()
+    csec = security.container(container)
+    if csec.run_as_non_root and not csec.run_as_user:
+        # The kubelet's CreateContainerConfigError: there is no image USER to fall back on.
+        raise PermissionError(1, "container has runAsNonRoot and would run as root (set runAsUser)")
+    caps.last_cap()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     fds = []
     try:
@@ -173,13 +384,16 @@ def spawn_container(holder_pid: int, argv: Sequence[str], env: dict[str, str], l
         os.setsid()
         for fd, flag in fds:
             nsops.setns_fd(fd, flag)
+        _container_mounts(security, container)
     except BaseException as exc:  # noqa: BLE001
         _report_error(log_fd, "container", exc)
         _child_exit(127)
-    _exec_container(argv, env, log_fd, builtin)
+    _exec_container(argv, env, log_fd, builtin, csec)
 
 
-def _exec_container(argv: Sequence[str], env: dict[str, str], log_fd: int, builtin) -> None:
+def _exec_container(argv: Sequence[str], env: dict[str, str], log_fd: int, builtin,
+                    csec: Optional[ContainerSecurity] = None) -> None:
+    csec = csec or ContainerSecurity()
     try:
         os.chdir("/")
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -188,6 +402,7 @@ def _exec_container(argv: Sequence[str], env: dict[str, str], log_fd: int, built
         os.dup2(log_fd, 2)
         forget_agent_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        caps.confine(csec.caps, csec.run_as_user, csec.run_as_group, csec.groups)
         if argv and argv[0] == "netlab-workload":
             os.environ.clear()
             os.environ.update(env)
