@@ -12,24 +12,118 @@ from .config import LabConfig, parse_lab
 from .errors import InvalidError, LabError
 from .names import validate_lab_name
 from .objects import parse_object
+from .schema import LIST, find_unknown, unknown_field_message
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def _read_documents(path: Path) -> list:
+# Limits on what one manifest file may ask of the loader. A lab directory may come from the
+# internet: a few hundred bytes of YAML must not cost gigabytes or a 3,000-line traceback.
+MAX_FILE_BYTES = 4 * 1024 * 1024      # per manifest file
+MAX_DEPTH = 100                       # nesting of mappings and lists
+MAX_ALIASES = 100                     # uses of YAML aliases (*name) per document
+MAX_NODES = 200_000                   # YAML nodes per document, each alias counted expanded
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A document the guarded loader will not build."""
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with limits on nesting depth and on alias expansion ("billion laughs").
+
+    The composer is where both are cheap to see: it meets every node once, and an alias is
+    a second reference to a node already built, whose expanded size is already known.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._open: set[str] = set()          # anchors whose node is still being composed
+        self._sizes: dict[int, int] = {}      # id(node) -> its node count, aliases expanded
+
+    def _refuse(self, message: str, mark) -> None:
+        raise _Refused(problem=message, problem_mark=mark)
+
+    def compose_document(self):
+        self._aliases, self._sizes, self._open = 0, {}, set()
+        try:
+            return super().compose_document()
+        finally:
+            self._sizes = {}
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                self._refuse(f"more than {MAX_ALIASES} YAML aliases in one document (the limit)",
+                             event.start_mark)
+            if event.anchor in self._open:
+                self._refuse(f"alias *{event.anchor} refers to a node that contains it "
+                             "(a recursive structure)", event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            self._refuse(f"nested deeper than {MAX_DEPTH} levels (the limit)", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor)
+        sizes = self._sizes
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(sizes.get(id(child), 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(sizes.get(id(k), 1) + sizes.get(id(v), 1) for k, v in node.value)
+        else:
+            size = 1
+        if size > MAX_NODES:
+            self._refuse(f"the document expands to more than {MAX_NODES} YAML nodes (the limit; "
+                         "each use of an alias counts in full)", event.start_mark)
+        sizes[id(node)] = size
+        return node
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size <= MAX_FILE_BYTES:
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+            size = len(data)
     except OSError as exc:
-        raise LabError(f"cannot read: {exc.strerror}", file=str(path)) from None
+        raise LabError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if size > MAX_FILE_BYTES:
+        raise LabError(f"file too large: {size} bytes; a manifest file may have at most "
+                       f"{MAX_FILE_BYTES // (1024 * 1024)} MiB ({MAX_FILE_BYTES} bytes)",
+                       file=str(path))
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LabError(f"not UTF-8 text (byte {exc.start + 1})", file=str(path)) from None
+
+
+def _read_documents(path: Path, shown: str | None = None) -> list:
+    text = _read_text(path)
+    shown = shown or str(path)
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=_GuardedLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise LabError(f"invalid YAML: {where}{problem}", file=str(path)) from None
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [""])[0]
+        what = "refused" if isinstance(exc, _Refused) else "invalid YAML"
+        raise LabError(f"{what}: {where}{problem}", file=shown) from None
+    except RecursionError:
+        raise LabError(f"refused: nested too deeply", file=shown) from None
+    except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError) as exc:
+        # A constructor that chokes on a value, such as a timestamp with month 13.
+        raise LabError(f"invalid YAML: {type(exc).__name__}: {exc}", file=shown) from None
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -50,8 +144,8 @@ def read_objects(path: Path) -> tuple[Optional[dict], Optional[str], list]:
     for file in manifest_files(path):
         shown = os.path.relpath(file) if not os.path.isabs(str(path)) else str(file)
         for index, doc in enumerate(_read_documents(file)):
-            if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-                docs = doc["items"]
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                docs = _list_items(doc, shown)
             else:
                 docs = [doc]
             for item in docs:
@@ -63,6 +157,19 @@ def read_objects(path: Path) -> tuple[Optional[dict], Optional[str], list]:
                     continue
                 objects.append(parse_object(item, shown, index))
     return lab_doc, lab_file, objects
+
+
+def _list_items(doc: dict, file: str) -> list:
+    """The items of a `kind: List` document (what `kubectl get -o yaml` writes for many objects)."""
+    unknown = find_unknown(doc, LIST)
+    if unknown:
+        raise InvalidError(unknown_field_message(*unknown), file=file, obj="List")
+    items = doc.get("items")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise InvalidError("must be a list", value=items, file=file, obj="List", field="items")
+    return items
 
 
 def load_lab(path: str | Path, *, name: str | None = None, nodes: int | None = None,
