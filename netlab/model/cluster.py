@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Union
 from . import names
 from .config import LabConfig, parse_lab
 from .errors import InvalidError, LabError, NotFoundError
-from .ipam import Pool, node_subnet, nth_host
+from .ipam import Exhausted, Pool, node_subnet, nth_host
 from .objects import (Namespace, Pod, ReplicationController, Service, Meta, parse_object)
 from .services import ServiceAllocator
 
@@ -193,7 +193,16 @@ class Cluster:
         if pod.pod_ip and pool.contains(pod.pod_ip) and pool.is_free(pod.pod_ip):
             pool.take(pod.pod_ip)
         else:
-            pod.pod_ip = pool.allocate()
+            try:
+                pod.pod_ip = pool.allocate()
+            except Exhausted:
+                lo, hi = pool._range()
+                cfg = self.config
+                raise InvalidError(
+                    f"no free address left in {node.pod_cidr}, {node.name}'s pod subnet: a "
+                    f"/{cfg.node_prefix} holds {hi - lo + 1} pods (spec.network.clusterCIDR "
+                    f"{cfg.cluster_cidr} and nodeSubnetPrefix {cfg.node_prefix} in "
+                    f"{cfg.source or 'lab.yaml'})", **self._where(pod, "")) from None
         pod.uid = pod.uid or str(uuid.UUID(int=self._rand.getrandbits(128), version=4))
         pod.created = pod.created or time.time()
         netns = self.pod_netns(pod)

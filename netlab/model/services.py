@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 from .config import LabConfig
 from .errors import InvalidError
-from .ipam import Pool
+from .ipam import Exhausted, Pool
 from .objects import Pod, Service, ServicePort
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class ServiceAllocator:
         taken_ports: list[int] = []
         requested = (svc.cluster_ip, [p.node_port for p in svc.ports], svc.load_balancer_ip)
         try:
+            self._check_addresses(svc)
             self._admit_ip(svc, taken_ips)
             self._admit_ports(svc, taken_ports)
             self._admit_lb(svc, taken_ips)
@@ -82,6 +83,20 @@ class ServiceAllocator:
             for port, node_port in zip(svc.ports, requested[1]):
                 port.node_port = node_port
             raise
+
+    def _check_addresses(self, svc: Service) -> None:
+        """Every address that reaches an iptables rule is an IPv4 address, before anything is
+        taken or saved (the parser checks them too; this covers objects built in code)."""
+        fields = [("spec.loadBalancerIP", svc.load_balancer_ip)]
+        fields += [(f"spec.externalIPs[{i}]", ip) for i, ip in enumerate(svc.external_ips)]
+        for path, ip in fields:
+            if not ip:
+                continue
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise InvalidError("must be a valid IP address, (e.g. 10.9.8.7)", value=ip,
+                                   **self._where(svc, path)) from None
 
     def _admit_ip(self, svc: Service, taken: list[str]) -> None:
         if svc.headless:
@@ -101,12 +116,19 @@ class ServiceAllocator:
             taken.append(self._take_ip(self.ips, svc.cluster_ip))
         else:
             # The DNS address is only handed to the service that asks for it by name.
-            if self.ips.is_free(self.dns_reserved):
+            held_dns = self.ips.is_free(self.dns_reserved)
+            if held_dns:
                 self.ips.take(self.dns_reserved)
+            try:
                 svc.cluster_ip = self.ips.allocate()
-                self.ips.release(self.dns_reserved)
-            else:
-                svc.cluster_ip = self.ips.allocate()
+            except Exhausted:
+                raise InvalidError(f"no free address left in {self.cfg.service_cidr}, the service "
+                                   f"range (spec.network.serviceCIDR in "
+                                   f"{self.cfg.source or 'lab.yaml'})",
+                                   **self._where(svc, "spec.clusterIP")) from None
+            finally:
+                if held_dns:
+                    self.ips.release(self.dns_reserved)
             taken.append(svc.cluster_ip)
 
     def _admit_ports(self, svc: Service, taken: list[int]) -> None:
@@ -149,7 +171,12 @@ class ServiceAllocator:
                 raise InvalidError("already allocated", value=svc.load_balancer_ip, **where)
             taken.append(self._take_ip(self.lb, svc.load_balancer_ip))
         else:
-            svc.load_balancer_ip = self.lb.allocate()
+            try:
+                svc.load_balancer_ip = self.lb.allocate()
+            except Exhausted:
+                raise InvalidError(f"no free address left in {self.cfg.lb_pool}, the load-balancer "
+                                   f"pool (spec.network.loadBalancerPool in "
+                                   f"{self.cfg.source or 'lab.yaml'})", **where) from None
             taken.append(svc.load_balancer_ip)
 
     def _check_target_ports(self, svc: Service, cluster: "Cluster") -> None:
