@@ -5,12 +5,16 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from .errors import InvalidError
-from .names import check_dns_label, check_dns_subdomain, validate_lab_name
+from .names import (check_dns_label, check_dns_subdomain, check_label_key, check_label_value,
+                    validate_lab_name)
 
 BACKENDS = ("vxlan", "host-gw")
 PROXY_MODES = ("iptables", "userspace")
 LAB_API_VERSIONS = ("netlab/v1",)
 SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "network")
+TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
+METADATA_FIELDS = ("name", "labels", "annotations")
+NODE_FIELDS = ("name", "labels")
 
 
 @dataclass
@@ -96,10 +100,13 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     spec = doc.get("spec") or {}
     if not isinstance(md, dict) or not isinstance(spec, dict):
         raise _err(file, "spec", "metadata and spec must be mappings")
-    name = validate_lab_name(name_override or str(md.get("name") or default_name), file=file)
-    for key in spec:
-        if key not in SPEC_FIELDS:
-            raise _err(file, f"spec.{key}", f"unknown field (known: {', '.join(SPEC_FIELDS)})")
+    _known(doc, TOP_FIELDS, "", file)
+    _known(md, METADATA_FIELDS, "metadata.", file)
+    _known(spec, SPEC_FIELDS, "spec.", file)
+    raw_name = md.get("name")
+    if raw_name is not None and not isinstance(raw_name, str):
+        raise _err(file, "metadata.name", "must be a string", raw_name)
+    name = validate_lab_name(name_override or raw_name or default_name, file=file)
 
     raw_nodes = spec.get("nodes", 2) if nodes_override is None else nodes_override
     nodes: list[NodeSpec] = []
@@ -113,16 +120,16 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
                 rn = {"name": rn}
             if not isinstance(rn, dict) or not rn.get("name"):
                 raise _err(file, f"{path}.name", "Required value")
-            nname = str(rn["name"])
+            _known(rn, NODE_FIELDS, f"{path}.", file)
+            if not isinstance(rn["name"], str):
+                raise _err(file, f"{path}.name", "must be a string", rn["name"])
+            nname = rn["name"]
             problem = check_dns_label(nname, 30)
             if problem:
                 raise _err(file, f"{path}.name", problem, nname)
             if any(n.name == nname for n in nodes):
                 raise _err(file, f"{path}.name", "Duplicate value", nname)
-            labels = rn.get("labels") or {}
-            if not isinstance(labels, dict):
-                raise _err(file, f"{path}.labels", "must be a mapping")
-            nodes.append(NodeSpec(nname, {str(k): str(v) for k, v in labels.items()}))
+            nodes.append(NodeSpec(nname, _labels(rn.get("labels"), f"{path}.labels", file)))
     else:
         raise _err(file, "spec.nodes", "must be a node count or a non-empty list of nodes", raw_nodes)
 
@@ -209,6 +216,35 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     cfg.vxlan_vni = _int(net.get("vxlanVNI", cfg.vxlan_vni), file, p + "vxlanVNI", 1, 16777215)
     cfg.vxlan_port = _int(net.get("vxlanPort", cfg.vxlan_port), file, p + "vxlanPort", 1, 65535)
     return cfg
+
+
+def _known(doc: dict, known: tuple, prefix: str, file) -> None:
+    """Refuse a field lab.yaml does not have, as the manifests' strict decoding does."""
+    for key in doc:
+        if key not in known:
+            raise _err(file, f"{prefix}{key}", f"unknown field (known: {', '.join(known)})")
+
+
+def _labels(value, path: str, file) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(file, path, "must be a mapping", value)
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise _err(file, path, "label keys must be strings", k)
+        problem = check_label_key(k)
+        if problem:
+            raise _err(file, path, problem, k)
+        if isinstance(v, bool) or not isinstance(v, (str, int, float, type(None))):
+            raise _err(file, f"{path}[{k}]", "must be a string", v)
+        v = "" if v is None else str(v)
+        problem = check_label_value(v)
+        if problem:
+            raise _err(file, f"{path}[{k}]", problem, v)
+        out[k] = v
+    return out
 
 
 def _pairs(items):

@@ -62,6 +62,67 @@ def check_port_name(value: str) -> str | None:
     return None
 
 
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+NAME_MAX = 255                  # bytes of one file name (a container's log file)
+GENERATED_SUFFIX = 6            # "-" + 5 random characters: a pod name a controller makes
+
+
+def check_label_key(key: str) -> str | None:
+    """Return why `key` is not a label or annotation key ([prefix/]name), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not prefix:
+        return "prefix part must be non-empty"
+    if slash:
+        problem = check_dns_subdomain(prefix)
+        if problem:
+            return f"prefix part {problem}"
+    if not name:
+        return "name part must be non-empty"
+    if len(name) > 63:
+        return "name part must be no more than 63 characters"
+    if not _QUALIFIED_NAME.match(name):
+        return ("name part must consist of alphanumeric characters, '-', '_' or '.', and must "
+                "start and end with an alphanumeric character")
+    return None
+
+
+def check_label_value(value: str) -> str | None:
+    if len(value) > 63:
+        return "must be no more than 63 characters"
+    if value and not _QUALIFIED_NAME.match(value):
+        return ("a valid label must be an empty string or consist of alphanumeric characters, "
+                "'-', '_' or '.', and must start and end with an alphanumeric character")
+    return None
+
+
+def check_env_name(name: str) -> str | None:
+    """Return why `name` is not a valid environment variable name (as Kubernetes checks it)."""
+    if not _ENV_NAME.match(name):
+        return ("a valid environment variable name must consist of alphabetic characters, digits, "
+                "'_', '-', or '.', and must not start with a digit")
+    return None
+
+
+def generated_name_length(base: str) -> int:
+    """The length of the names a controller gives its pods: base + '-' + 5 characters."""
+    return len(base) + GENERATED_SUFFIX
+
+
+def check_pod_file_names(namespace: str, pod_len: int, containers) -> str | None:
+    """Return why a pod's log files (<namespace>_<pod>_<container>.log) cannot exist, or None.
+
+    A file name has at most NAME_MAX (255) bytes; `pod_len` is the pod name's length.
+    """
+    for container in list(containers) + ["POD"]:
+        size = len(namespace.encode()) + pod_len + len(str(container).encode()) + len("__.log")
+        if size > NAME_MAX:
+            return (f"too long: with namespace {namespace!r} and container {container!r} the "
+                    f"pod's log file name <namespace>_<pod>_<container>.log would be {size} bytes "
+                    f"(a file name has at most {NAME_MAX})")
+    return None
+
+
 def validate_lab_name(name: str, *, file: str | None = None) -> str:
     problem = check_dns_label(name, LAB_NAME_MAX)
     if problem:

@@ -5,11 +5,15 @@ nodePorts) live on the objects too, so the stored state reads like `kubectl get 
 """
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .errors import InvalidError
-from .names import check_dns_label, check_dns_subdomain, check_port_name
+from .errors import PART_MAX, InvalidError
+from .names import (check_dns_label, check_dns_subdomain, check_env_name, check_label_key,
+                    check_label_value, check_pod_file_names, check_port_name, generated_name_length)
+from .schema import KIND_SCHEMAS, find_unknown, unknown_field_message
 from .selectors import Selector, selector_from_api
 
 DEFAULT_NAMESPACE = "default"
@@ -153,6 +157,11 @@ KINDS = {"Namespace": "v1", "Pod": "v1", "ReplicationController": "v1", "Service
 
 # ---------------------------------------------------------------- parsing helpers
 
+INT32_MAX = 2 ** 31 - 1
+ANNOTATIONS_MAX = 256 * 1024           # the API server's limit on all annotations of an object
+_BAD_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BAD_TEXT = re.compile(r"\x00")
+
 
 class _Where:
     """Carries file and object into every error raised while parsing one object."""
@@ -177,14 +186,25 @@ class _Where:
             raise self.err(path, "must be a list", value)
         return value
 
-    def str(self, value, path: str, required: bool = False) -> str:
+    def str(self, value, path: str, required: bool = False, text: bool = False) -> str:
+        """A string field. Numbers are taken as their text, as before; anything else is refused.
+
+        No control character may reach a rule, a file or a process's environment: a single-line
+        field refuses them all; `text=True` (command, args, env values) allows tab and newline
+        but never NUL, which no exec or environment can carry.
+        """
         if value is None or value == "":
             if required:
                 raise self.err(path, "Required value")
             return ""
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.err(path, "must be a string", value)
-        return str(value)
+        value = str(value)
+        bad = _BAD_TEXT if text else _BAD_LINE
+        if bad.search(value):
+            what = "a NUL character" if text else "control characters (such as a newline)"
+            raise self.err(path, f"must not contain {what}", value)
+        return value
 
     def int(self, value, path: str, lo: int | None = None, hi: int | None = None,
             required: bool = False, default: int = 0) -> int:
@@ -200,7 +220,35 @@ class _Where:
             if lo is None:
                 raise self.err(path, f"must be less than or equal to {hi}", value)
             raise self.err(path, f"must be between {lo} and {hi}, inclusive", value)
+        if not -INT32_MAX - 1 <= value <= INT32_MAX:      # the API's int32 fields
+            raise self.err(path, f"must be less than or equal to {INT32_MAX}", value)
         return value
+
+    def ipv4(self, value, path: str) -> str:
+        """An IPv4 address (netlab's networks are IPv4 only), as the API server checks IPs."""
+        text = self.str(value, path, required=True)
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            raise self.err(path, "must be a valid IP address, (e.g. 10.9.8.7)", value) from None
+        if addr.version != 4:
+            raise self.err(path, "must be a valid IP address: netlab's networks are IPv4 only", value)
+        return str(addr)
+
+    def external_ip(self, value, path: str) -> str:
+        text = self.ipv4(value, path)
+        addr = ipaddress.IPv4Address(text)
+        if addr.is_unspecified or addr.is_loopback or addr.is_link_local or addr.is_multicast:
+            raise self.err(path, "may not be unspecified (0.0.0.0), loopback (127.0.0.0/8), "
+                           "link-local (169.254.0.0/16) or multicast (224.0.0.0/4)", value)
+        return text
+
+    def cidr(self, value, path: str) -> str:
+        text = self.str(value, path, required=True)
+        try:
+            return str(ipaddress.IPv4Network(text, strict=False))
+        except ValueError:
+            raise self.err(path, "must be a valid IPv4 CIDR (e.g. 192.0.2.0/24)", value) from None
 
     def port_name(self, value: str, path: str) -> str:
         problem = check_port_name(value)
@@ -219,13 +267,42 @@ class _Where:
         return self.port_name(self.str(value, path), path)
 
     def labels(self, value, path: str) -> dict[str, str]:
+        """A map of label keys to label values (labels, selectors, nodeSelector), checked as
+        the API server checks them."""
         out = {}
         for k, v in self.map(value, path).items():
-            out[str(k)] = "" if v is None else str(v)
+            if not isinstance(k, str):
+                raise self.err(path, "label keys must be strings", k)
+            kpath = f"{path}[{k}]" if len(k) <= 100 else path
+            problem = check_label_key(k)
+            if problem:
+                raise self.err(kpath, problem, k)
+            if isinstance(v, (dict, list)):
+                raise self.err(kpath, "must be a string", v)
+            v = "" if v is None else self.str(v if not isinstance(v, bool) else str(v).lower(), kpath)
+            problem = check_label_value(v)
+            if problem:
+                raise self.err(kpath, problem, v)
+            out[k] = v
         return out
 
-    def strlist(self, value, path: str) -> list[str]:
-        return [self.str(v, f"{path}[{i}]") for i, v in enumerate(self.list(value, path))]
+    def annotations(self, value, path: str) -> dict[str, str]:
+        out = {}
+        for k, v in self.map(value, path).items():
+            if not isinstance(k, str):
+                raise self.err(path, "annotation keys must be strings", k)
+            problem = check_label_key(k)
+            if problem:
+                raise self.err(f"{path}[{k}]" if len(k) <= 100 else path, problem, k)
+            if v is not None and not isinstance(v, str):
+                raise self.err(f"{path}[{k}]", "must be a string", v)
+            out[k] = v or ""
+        if sum(len(k) + len(v) for k, v in out.items()) > ANNOTATIONS_MAX:
+            raise self.err(path, f"Too long: must have at most {ANNOTATIONS_MAX} bytes")
+        return out
+
+    def strlist(self, value, path: str, text: bool = False) -> list[str]:
+        return [self.str(v, f"{path}[{i}]", text=text) for i, v in enumerate(self.list(value, path))]
 
 
 def parse_meta(doc: dict, w: _Where, namespaced: bool = True) -> Meta:
@@ -239,9 +316,11 @@ def parse_meta(doc: dict, w: _Where, namespaced: bool = True) -> Meta:
         problem = check_dns_label(ns)
         if problem:
             raise w.err("metadata.namespace", problem, ns)
+    for key in ("generateName", "uid", "resourceVersion", "selfLink"):
+        w.str(md.get(key), f"metadata.{key}")
     return Meta(name=name, namespace=ns if namespaced else "", raw=doc,
                 labels=w.labels(md.get("labels"), "metadata.labels"),
-                annotations=w.labels(md.get("annotations"), "metadata.annotations"),
+                annotations=w.annotations(md.get("annotations"), "metadata.annotations"),
                 source=w.file)
 
 
@@ -271,74 +350,116 @@ def _parse_probe(raw, path: str, w: _Where, ports: list[ContainerPort]) -> Optio
             raise w.err(f"{hpath}.port", "port name is not declared by this container", value)
         return value
 
-    handlers = [h for h in ("httpGet", "tcpSocket", "exec") if h in raw]
+    handlers = [h for h in ("httpGet", "tcpSocket", "exec", "grpc") if h in raw]
     if len(handlers) > 1:
         raise w.err(f"{path}.{handlers[1]}", "may not specify more than 1 handler type")
     if "httpGet" in raw:
         hg = w.map(raw["httpGet"], f"{path}.httpGet")
-        return Probe("httpGet", port=port(hg, f"{path}.httpGet"),
-                     path=w.str(hg.get("path"), f"{path}.httpGet.path") or "/", **common)
+        probe_path = w.str(hg.get("path"), f"{path}.httpGet.path") or "/"
+        if " " in probe_path:
+            raise w.err(f"{path}.httpGet.path", "must not contain spaces", probe_path)
+        return Probe("httpGet", port=port(hg, f"{path}.httpGet"), path=probe_path, **common)
     if "tcpSocket" in raw:
         ts = w.map(raw["tcpSocket"], f"{path}.tcpSocket")
         return Probe("tcpSocket", port=port(ts, f"{path}.tcpSocket"), **common)
     if "exec" in raw:
         ex = w.map(raw["exec"], f"{path}.exec")
-        return Probe("exec", command=w.strlist(ex.get("command"), f"{path}.exec.command"), **common)
+        return Probe("exec", command=w.strlist(ex.get("command"), f"{path}.exec.command", text=True),
+                     **common)
+    if "grpc" in raw:
+        raise w.err(f"{path}.grpc", "netlab does not run gRPC probes: use httpGet, tcpSocket or exec")
     raise w.err(path, "must specify one of httpGet, tcpSocket or exec")
+
+
+def _parse_container(rc, cpath: str, w: _Where) -> Container:
+    rc = w.map(rc, cpath)
+    name = w.str(rc.get("name"), f"{cpath}.name", required=True)
+    problem = check_dns_label(name)
+    if problem:
+        raise w.err(f"{cpath}.name", problem, name)
+    ports: list[ContainerPort] = []
+    for j, rp in enumerate(w.list(rc.get("ports"), f"{cpath}.ports")):
+        ppath = f"{cpath}.ports[{j}]"
+        rp = w.map(rp, ppath)
+        pname = w.str(rp.get("name"), f"{ppath}.name")
+        ports.append(ContainerPort(
+            container_port=w.int(rp.get("containerPort"), f"{ppath}.containerPort", 1, 65535, required=True),
+            name=w.port_name(pname, f"{ppath}.name") if pname else "",
+            protocol=_protocol(rp.get("protocol"), f"{ppath}.protocol", w)))
+        w.int(rp.get("hostPort"), f"{ppath}.hostPort", 0, 65535)
+    env = []
+    for j, re_ in enumerate(w.list(rc.get("env"), f"{cpath}.env")):
+        epath = f"{cpath}.env[{j}]"
+        re_ = w.map(re_, epath)
+        ename = w.str(re_.get("name"), f"{epath}.name", required=True)
+        problem = check_env_name(ename)
+        if problem:
+            raise w.err(f"{epath}.name", problem, ename)
+        env.append((ename, w.str(re_.get("value"), f"{epath}.value", text=True)))
+    return Container(
+        name=name, image=w.str(rc.get("image"), f"{cpath}.image"),
+        command=w.strlist(rc.get("command"), f"{cpath}.command", text=True),
+        args=w.strlist(rc.get("args"), f"{cpath}.args", text=True),
+        ports=ports, env=env,
+        readiness_probe=_parse_probe(rc.get("readinessProbe"), f"{cpath}.readinessProbe", w, ports),
+        liveness_probe=_parse_probe(rc.get("livenessProbe"), f"{cpath}.livenessProbe", w, ports))
 
 
 def parse_pod_spec(raw: dict, w: _Where, path: str = "spec") -> PodSpec:
     spec = w.map(raw, path)
+    from .podsecurity import check as check_security   # volumes, users, capabilities (issue 9)
+    check_security(spec, w.file, w.obj, path)
     containers = []
     seen_names: set[str] = set()
+    seen_ports: set[str] = set()
     raw_containers = w.list(spec.get("containers"), f"{path}.containers")
     if not raw_containers:
         raise w.err(f"{path}.containers", "Required value: a pod needs at least one container")
     for i, rc in enumerate(raw_containers):
         cpath = f"{path}.containers[{i}]"
-        rc = w.map(rc, cpath)
-        name = w.str(rc.get("name"), f"{cpath}.name", required=True)
+        container = _parse_container(rc, cpath, w)
+        if container.name in seen_names:
+            raise w.err(f"{cpath}.name", "Duplicate value", container.name)
+        seen_names.add(container.name)
+        for j, port in enumerate(container.ports):
+            if port.name and port.name in seen_ports:
+                # Named ports are looked up pod-wide (a service's targetPort): one name, one port.
+                raise w.err(f"{cpath}.ports[{j}].name", "Duplicate value", port.name)
+            seen_ports.add(port.name)
+        containers.append(container)
+    for i, ic in enumerate(w.list(spec.get("initContainers"), f"{path}.initContainers")):
+        name = w.str(w.map(ic, f"{path}.initContainers[{i}]").get("name"),
+                     f"{path}.initContainers[{i}].name", required=True)
         problem = check_dns_label(name)
         if problem:
-            raise w.err(f"{cpath}.name", problem, name)
-        if name in seen_names:
-            raise w.err(f"{cpath}.name", "Duplicate value", name)
-        seen_names.add(name)
-        ports = []
-        for j, rp in enumerate(w.list(rc.get("ports"), f"{cpath}.ports")):
-            ppath = f"{cpath}.ports[{j}]"
-            rp = w.map(rp, ppath)
-            pname = w.str(rp.get("name"), f"{ppath}.name")
-            ports.append(ContainerPort(
-                container_port=w.int(rp.get("containerPort"), f"{ppath}.containerPort", 1, 65535, required=True),
-                name=w.port_name(pname, f"{ppath}.name") if pname else "",
-                protocol=_protocol(rp.get("protocol"), f"{ppath}.protocol", w)))
-        env = []
-        for j, re_ in enumerate(w.list(rc.get("env"), f"{cpath}.env")):
-            epath = f"{cpath}.env[{j}]"
-            re_ = w.map(re_, epath)
-            ename = w.str(re_.get("name"), f"{epath}.name", required=True)
-            env.append((ename, w.str(re_.get("value"), f"{epath}.value")))
-        containers.append(Container(
-            name=name, image=w.str(rc.get("image"), f"{cpath}.image"),
-            command=w.strlist(rc.get("command"), f"{cpath}.command"),
-            args=w.strlist(rc.get("args"), f"{cpath}.args"),
-            ports=ports, env=env,
-            readiness_probe=_parse_probe(rc.get("readinessProbe"), f"{cpath}.readinessProbe", w, ports),
-            liveness_probe=_parse_probe(rc.get("livenessProbe"), f"{cpath}.livenessProbe", w, ports)))
+            raise w.err(f"{path}.initContainers[{i}].name", problem, name)
     restart = w.str(spec.get("restartPolicy"), f"{path}.restartPolicy") or "Always"
     if restart not in ("Always", "OnFailure", "Never"):
         raise w.err(f"{path}.restartPolicy", 'supported values: "Always", "OnFailure", "Never"', restart)
     dns_policy = w.str(spec.get("dnsPolicy"), f"{path}.dnsPolicy") or "ClusterFirst"
     if dns_policy not in ("ClusterFirst", "Default", "None", "ClusterFirstWithHostNet"):
         raise w.err(f"{path}.dnsPolicy", 'supported values: "ClusterFirst", "Default", "None"', dns_policy)
+    names = {}
+    for key in ("hostname", "subdomain"):
+        # Both are written into the pod's /etc/hosts and DNS records: RFC 1123 labels.
+        value = w.str(spec.get(key), f"{path}.{key}")
+        problem = check_dns_label(value) if value else None
+        if problem:
+            raise w.err(f"{path}.{key}", problem, value)
+        names[key] = value
     return PodSpec(
         containers=containers,
         node_name=w.str(spec.get("nodeName"), f"{path}.nodeName"),
         node_selector=w.labels(spec.get("nodeSelector"), f"{path}.nodeSelector"),
         restart_policy=restart, dns_policy=dns_policy,
-        hostname=w.str(spec.get("hostname"), f"{path}.hostname"),
-        subdomain=w.str(spec.get("subdomain"), f"{path}.subdomain"))
+        hostname=names["hostname"], subdomain=names["subdomain"])
+
+
+def _check_file_names(w: _Where, namespace: str, pod_len: int, spec: PodSpec, field_path: str,
+                      name: str) -> None:
+    problem = check_pod_file_names(namespace, pod_len, [c.name for c in spec.containers])
+    if problem:
+        raise w.err(field_path, problem, name)
 
 
 def parse_pod(doc: dict, w: _Where) -> Pod:
@@ -346,24 +467,61 @@ def parse_pod(doc: dict, w: _Where) -> Pod:
     status = w.map(doc.get("status"), "status")
     md = w.map(doc.get("metadata"), "metadata")
     owner = ""
-    for ref in w.list(md.get("ownerReferences"), "metadata.ownerReferences"):
-        if isinstance(ref, dict) and ref.get("controller"):
-            owner = f"{ref.get('kind')}/{ref.get('name')}"
-    return Pod(meta=meta, spec=parse_pod_spec(doc.get("spec"), w), owner=owner,
-               pod_ip=w.str(status.get("podIP"), "status.podIP"),
+    for i, ref in enumerate(w.list(md.get("ownerReferences"), "metadata.ownerReferences")):
+        ref = w.map(ref, f"metadata.ownerReferences[{i}]")
+        kind = w.str(ref.get("kind"), f"metadata.ownerReferences[{i}].kind")
+        name = w.str(ref.get("name"), f"metadata.ownerReferences[{i}].name")
+        if ref.get("controller") is True:
+            owner = f"{kind}/{name}"
+    spec = parse_pod_spec(doc.get("spec"), w)
+    _check_file_names(w, meta.namespace, len(meta.name.encode()), spec, "metadata.name", meta.name)
+    # The API server ignores a new object's status; netlab reads back the address it gave a
+    # pod (state.json), and drops one that is not an address at all.
+    pod_ip = status.get("podIP")
+    try:
+        pod_ip = str(ipaddress.IPv4Address(pod_ip)) if isinstance(pod_ip, str) and pod_ip else ""
+    except ValueError:
+        pod_ip = ""
+    return Pod(meta=meta, spec=spec, owner=owner, pod_ip=pod_ip,
                uid=w.str(md.get("uid"), "metadata.uid"))
+
+
+def _rc_selector(raw, w: _Where) -> dict:
+    """Check the selector's keys and values before the selector parser turns them into text."""
+    raw = w.map(raw, "spec.selector")
+    if "matchLabels" not in raw and "matchExpressions" not in raw:
+        return w.labels(raw, "spec.selector")
+    w.labels(raw.get("matchLabels"), "spec.selector.matchLabels")
+    for i, expr in enumerate(w.list(raw.get("matchExpressions"), "spec.selector.matchExpressions")):
+        epath = f"spec.selector.matchExpressions[{i}]"
+        expr = w.map(expr, epath)
+        key = w.str(expr.get("key"), f"{epath}.key")
+        problem = check_label_key(key) if key else None
+        if problem:
+            raise w.err(f"{epath}.key", problem, key)
+        w.str(expr.get("operator"), f"{epath}.operator")
+        for j, value in enumerate(w.list(expr.get("values"), f"{epath}.values")):
+            problem = check_label_value(w.str(value, f"{epath}.values[{j}]"))
+            if problem:
+                raise w.err(f"{epath}.values[{j}]", problem, value)
+    return raw
 
 
 def parse_rc(doc: dict, w: _Where) -> ReplicationController:
     meta = parse_meta(doc, w)
+    if generated_name_length(meta.name) > 253:
+        raise w.err("metadata.name", "must be no more than 247 characters: the pods it makes are "
+                    "named <name>-<5 characters>, and a pod name has at most 253", meta.name)
     spec = w.map(doc.get("spec"), "spec")
     replicas = w.int(spec.get("replicas"), "spec.replicas", 0, 10000, default=1)
+    w.int(spec.get("minReadySeconds"), "spec.minReadySeconds", 0)
     template = w.map(spec.get("template"), "spec.template")
     if not template:
         raise w.err("spec.template", "Required value")
     tmeta = w.map(template.get("metadata"), "spec.template.metadata")
     tlabels = w.labels(tmeta.get("labels"), "spec.template.metadata.labels")
-    raw_selector = w.map(spec.get("selector"), "spec.selector")
+    w.annotations(tmeta.get("annotations"), "spec.template.metadata.annotations")
+    raw_selector = _rc_selector(spec.get("selector"), w)
     # As the API server does: an RC without a selector selects its template's labels.
     selector = selector_from_api(raw_selector or tlabels, file=w.file, obj=w.obj, field="spec.selector")
     if selector.empty():
@@ -376,8 +534,13 @@ def parse_rc(doc: dict, w: _Where) -> ReplicationController:
         # As the API server insists: a controller's pods restart in place, always.
         raise w.err("spec.template.spec.restartPolicy", 'Unsupported value: supported values: "Always"',
                     pod_spec.restart_policy)
+    _check_file_names(w, meta.namespace, generated_name_length(meta.name), pod_spec, "metadata.name",
+                      meta.name)
     return ReplicationController(meta=meta, replicas=replicas, selector=selector,
                                  template_labels=tlabels, template=pod_spec, raw_template=template)
+
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 
 
 def parse_service(doc: dict, w: _Where) -> Service:
@@ -388,7 +551,7 @@ def parse_service(doc: dict, w: _Where) -> Service:
         raise w.err("metadata.name", problem, meta.name)
     spec = w.map(doc.get("spec"), "spec")
     stype = w.str(spec.get("type"), "spec.type") or "ClusterIP"
-    if stype not in ("ClusterIP", "NodePort", "LoadBalancer"):
+    if stype not in SERVICE_TYPES:
         raise w.err("spec.type", 'supported values: "ClusterIP", "NodePort", "LoadBalancer"', stype)
     raw_ports = w.list(spec.get("ports"), "spec.ports")
     if not raw_ports:
@@ -417,10 +580,13 @@ def parse_service(doc: dict, w: _Where) -> Service:
         node_port = w.int(rp.get("nodePort"), f"{ppath}.nodePort", 0, 65535)
         if node_port and stype == "ClusterIP":
             raise w.err(f"{ppath}.nodePort", "may not be used when `type` is 'ClusterIP'", node_port)
+        w.str(rp.get("appProtocol"), f"{ppath}.appProtocol")
         ports.append(ServicePort(port=port, name=name, protocol=proto, target_port=tp, node_port=node_port))
     cluster_ip = w.str(spec.get("clusterIP"), "spec.clusterIP")
     if cluster_ip == "None" and stype != "ClusterIP":
         raise w.err("spec.clusterIP", f"may not be set to 'None' for {stype} services", cluster_ip)
+    if cluster_ip not in ("", "None"):
+        cluster_ip = w.ipv4(cluster_ip, "spec.clusterIP")
     selector = spec.get("selector")
     affinity = w.str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None"
     if affinity not in ("None", "ClientIP"):
@@ -429,12 +595,18 @@ def parse_service(doc: dict, w: _Where) -> Service:
                 "spec.sessionAffinityConfig.clientIP")
     timeout = w.int(cfg.get("timeoutSeconds"), "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
                     1, 86400, default=10800)
+    lb_ip = w.str(spec.get("loadBalancerIP"), "spec.loadBalancerIP")
+    if lb_ip:
+        lb_ip = w.ipv4(lb_ip, "spec.loadBalancerIP")
+    external_ips = [w.external_ip(ip, f"spec.externalIPs[{i}]")
+                    for i, ip in enumerate(w.list(spec.get("externalIPs"), "spec.externalIPs"))]
+    for i, rng in enumerate(w.list(spec.get("loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges")):
+        w.cidr(rng, f"spec.loadBalancerSourceRanges[{i}]")
     return Service(meta=meta, ports=ports,
                    selector=w.labels(selector, "spec.selector") if selector is not None else None,
                    type=stype, cluster_ip=cluster_ip,
                    session_affinity=affinity, affinity_timeout=timeout,
-                   load_balancer_ip=w.str(spec.get("loadBalancerIP"), "spec.loadBalancerIP"),
-                   external_ips=w.strlist(spec.get("externalIPs"), "spec.externalIPs"))
+                   load_balancer_ip=lb_ip, external_ips=external_ips)
 
 
 def parse_namespace(doc: dict, w: _Where) -> Namespace:
@@ -450,10 +622,14 @@ PARSERS = {"Namespace": parse_namespace, "Pod": parse_pod,
 
 
 def describe_obj(doc: Any) -> str:
+    """'Kind/name' for error messages: what the document says, when it says it as text."""
     if not isinstance(doc, dict):
         return ""
     md = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    return f"{doc.get('kind', '?')}/{md.get('name', '?')}"
+    kind, name = doc.get("kind", "?"), md.get("name", "?")
+    kind = kind if isinstance(kind, str) and kind else "?"
+    name = str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) and name != "" else "?"
+    return f"{kind[:PART_MAX]}/{name[:PART_MAX]}"
 
 
 def parse_object(doc: Any, file: str, index: int = 0):
@@ -463,12 +639,18 @@ def parse_object(doc: Any, file: str, index: int = 0):
     w = _Where(file, describe_obj(doc))
     kind = doc.get("kind")
     api = doc.get("apiVersion")
-    if not kind:
+    if kind is None or kind == "":
         raise w.err("kind", "Required value")
+    if not isinstance(kind, str):
+        raise w.err("kind", "must be a string", kind)
     if kind not in PARSERS:
         raise w.err("kind", f"unknown kind (netlab knows {', '.join(sorted(PARSERS))})", kind)
-    if not api:
+    if api is None or api == "":
         raise w.err("apiVersion", "Required value")
     if api != KINDS[kind]:
         raise w.err("apiVersion", f"{kind} is served as apiVersion {KINDS[kind]!r}", api)
+    unknown = find_unknown(doc, KIND_SCHEMAS[kind])
+    if unknown:
+        # As `kubectl apply --validate=strict`: a misspelt field is an error, not a no-op.
+        raise InvalidError(unknown_field_message(*unknown), file=file, obj=w.obj)
     return PARSERS[kind](doc, w)
