@@ -43,7 +43,8 @@ ADDABLE_CAPS = ("NET_ADMIN", "NET_BROADCAST", "IPC_LOCK", "IPC_OWNER", "SYS_NICE
 
 EMPTYDIR_DEFAULT_SIZE = 256 << 20    # bytes of memory an emptyDir may hold without a sizeLimit
 
-_VOLUME_TYPES_HINT = "configMap, secret, persistentVolumeClaim and the others are not implemented"
+_VOLUME_TYPES_HINT = ("configMap, secret, persistentVolumeClaim and the others are not implemented; "
+                      "a projected volume is accepted but stays empty")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
 _SUFFIX = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50,
            "Ei": 1 << 60, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
@@ -55,6 +56,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 class Volume:
     name: str
     size: int = EMPTYDIR_DEFAULT_SIZE     # bytes: the tmpfs size
+    # A `projected` volume (the service-account token volume every exported pod carries):
+    # accepted so that such a manifest loads, mounted as an empty read-only directory.
+    projected: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,9 @@ def _parse_volumes(spec: dict, path: str, err: _Err) -> tuple[Volume, ...]:
         if "hostPath" in kinds:
             raise err(f"{vpath}.hostPath", "hostPath volumes are not supported: a lab may not reach "
                                            "into the host's filesystem (use an emptyDir)")
+        if kinds == ["projected"]:
+            volumes.append(Volume(name, 64 << 10, projected=True))
+            continue
         if kinds != ["emptyDir"]:
             if not kinds:
                 raise err(vpath, "must specify a volume type (netlab supports emptyDir)")
@@ -227,8 +234,9 @@ def _parse_mounts(rc: dict, cpath: str, volumes: tuple[Volume, ...], err: _Err) 
         sub = rm.get("subPath") or ""
         if not isinstance(sub, str) or sub.startswith("/") or ".." in sub.split("/"):
             raise err(f"{mpath}.subPath", "must be a relative path without '..'", sub)
-        mounts.append(VolumeMount(name, target, _bool(rm.get("readOnly"), f"{mpath}.readOnly", err),
-                                  posixpath.normpath(sub) if sub else ""))
+        projected = any(v.name == name and v.projected for v in volumes)
+        read_only = _bool(rm.get("readOnly"), f"{mpath}.readOnly", err) or projected
+        mounts.append(VolumeMount(name, target, read_only, posixpath.normpath(sub) if sub else ""))
     return tuple(mounts)
 
 

@@ -269,6 +269,7 @@ def _mount_volumes(security: PodSecurity, root: str) -> None:
         os.makedirs(path, 0o755)
         # fsGroup: the volume belongs to that group, and what is made in it too (setgid).
         owner = "mode=1777" if security.fs_group is None else f"mode=2777,gid={security.fs_group}"
+        owner = "mode=755" if v.projected else owner
         _tmpfs(path, f"{owner},size={v.size}")
     for m in sorted(security.pod_mounts().values(), key=lambda m: m.path.count("/")):
         _bind_volume(m, root)
