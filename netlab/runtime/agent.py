@@ -162,7 +162,8 @@ class Agent:
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
             run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",
-                                                        pod.spec.hostname or pod.meta.name, etc_dir, str(log))
+                                                        pod.spec.hostname or pod.meta.name, etc_dir, str(log),
+                                                        security=podproc.security_of(pod, self.lab))
         except OSError as exc:
             run.event("FailedCreatePodSandBox", str(exc), "Warning")
             return None
@@ -182,7 +183,8 @@ class Agent:
                                  [(p.container_port, p.protocol, p.name) for p in container.ports], env)
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, name)
         try:
-            cr.pid = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin)
+            cr.pid = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin,
+                                             security=podproc.security_of(pod, self.lab), container=name)
         except OSError as exc:
             cr.state, cr.reason = "Waiting", "CreateContainerError"
             run.event("Failed", f"Error: {exc}", "Warning")
