@@ -27,14 +27,17 @@ def proxy_config_file(lab: str, node: str):
     return state.lab_dir(lab) / f"userspace-{node}.json"
 
 
-def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
-    """Bring every node's kube-proxy in line with the cluster's services and endpoints."""
+def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[dict] = None) -> None:
+    """Bring every node's kube-proxy in line with the cluster's services and endpoints.
+
+    `proxies` (node -> PID, userspace mode): the agent's running proxies, told to reload."""
     previous = state.read_json(_chains_file(cluster.name)) or {}
     eps = endpoints(cluster, ready)
     owned = {}
     for node in cluster.nodes:
         if cluster.config.proxy_mode == "userspace":
-            owned[node.name] = _sync_userspace(cluster, node, eps, previous.get(node.name) or {})
+            owned[node.name] = _sync_userspace(cluster, node, eps, previous.get(node.name) or {},
+                                               (proxies or {}).get(node.name))
             continue
         text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=previous.get(node.name, ()))
         iptables.sync_node(node.netns, text)
@@ -47,14 +50,13 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None) -> None:
         write_records(records_path(cluster.name), build_records(cluster, ready))
 
 
-def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict) -> dict:
+def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict, proxy: Optional[int]) -> dict:
     """userspace mode: the proxy's config first, its listeners open, then the portal rules
     that send traffic to them."""
     from .plan import userspace
     ports = userspace.proxy_ports(cluster, node, previous=previous_ports)
     config = userspace.proxy_config(cluster, node, ports, eps)
     state.write_json(proxy_config_file(cluster.name, node.name), config)
-    proxy = ((state.read_json(state.status_file(cluster.name)) or {}).get("proxies") or {}).get(node.name)
     if proxy:
         # Only TCP listeners show in the socket table as LISTEN; UDP ones are bound at once.
         _reload_proxy(proxy, {svc["listen"] for svc in config["services"].values() if svc["protocol"] == "TCP"})

@@ -430,7 +430,7 @@ class Agent:
             return
         from ..dataplane import sync
         try:
-            sync(self.cluster, ready)
+            sync(self.cluster, ready, self.proxies)
         except Exception as exc:  # keep supervising; the next round retries
             print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
             return

@@ -29,6 +29,8 @@ class Kubelet(Protocol):
 
     def sync_pods(self) -> None: ...               # start new pods, stop removed ones
 
+    proxies: dict                                  # userspace mode: node -> proxy PID
+
 
 def save(cluster: Cluster) -> None:
     state.write_json(state.state_file(cluster.name), cluster.to_state())
@@ -91,12 +93,12 @@ def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet) -> None:
     try:
         with Builder() as builder:
             add_pod_network(cluster, added, builder)
-        dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods))
+        dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies)
     except BaseException:
         remove_pod_network(cluster, added)
         cluster.restore(snapshot)
         try:
-            dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods))
+            dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies)
         except Exception:       # the original error is the one to report
             pass
         raise
