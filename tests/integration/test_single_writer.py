@@ -210,3 +210,20 @@ def test_dead_agent_refuses_changes_and_pid_acts(make_lab):
         assert proc.returncode != 0, argv
         assert "netlab agent restart" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert state.state_file(lab).read_bytes() == before
+
+
+def test_readme_api_command_runs(make_lab):
+    """Docs are code: the README's curl against the agent's socket lists the lab's pods."""
+    import json
+    import re
+    from pathlib import Path
+    lab = make_lab(manifests=LAB).name
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    command = re.search(r"^sudo (curl .*agent\.sock.*)$", readme, re.M).group(1)
+    command = command.replace("/run/netlab/guestbook/", f"{state.lab_dir(lab)}/")
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    pods = json.loads(proc.stdout)
+    assert pods["kind"] == "PodList"
+    assert sorted(p["metadata"]["name"] for p in pods["items"]) == sorted(
+        k.split("/", 1)[1] for k in engine.load(lab).pods)
