@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from .kernel import netns
 from .kernel.build import Builder
 from .model import names
 from .model.cluster import Cluster
-from .model.errors import NotFoundError, StateError
+from .model.errors import InvalidError, LabError, NotFoundError, StateError
 from .model.loader import load_lab
 from .model.objects import Pod
 from .plan import network as netplan
@@ -93,6 +95,7 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
        progress: Progress = _no_progress, wait: float = 30.0,
        timings: Optional[Timings] = None) -> Cluster:
     """Build a lab from its directory. On any failure (or Ctrl-C) nothing is left behind."""
+    check_timeout(wait)
     timings = timings or Timings()
     t = time.perf_counter()
     cluster = load_lab(path, name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode)
@@ -107,9 +110,18 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
         raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name '
                          f'(if its agent is gone, `netlab agent restart --lab {lab}` picks it up)')
     t = timings.record("load", t)
+    # Claiming the name (one mkdir) is atomic and sits outside the rollback: the loser of two
+    # `up`s of one name must not tear down the winner's lab. Signals wait until the claim is
+    # recorded, so an interrupted `up` always knows whether it has something to roll back.
+    owner = None
+    masked = _hold_signals()
     try:
-        state.lab_dir(lab).mkdir(parents=True)
-        state.log_dir(lab).mkdir()
+        try:
+            owner = state.claim_lab(lab)
+        except FileExistsError:
+            raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name') from None
+        finally:
+            _release_signals(masked)
         # The bootstrap: the lab's first state is written before its agent exists; from the
         # moment the agent runs, it is the lab's only writer.
         changes.save(cluster)
@@ -132,10 +144,50 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
             # the data plane already matching what the agent reports.
             wait_for_pods(cluster, wait, progress)
         timings.record("pods", t)
-    except BaseException:
-        teardown(lab)
+    except BaseException as exc:
+        if owner is not None:
+            _roll_back(lab, owner["id"], exc)
         raise
     return cluster
+
+
+def check_timeout(wait) -> float:
+    """A wait is a finite number of seconds, 0 or more (nan would wait forever, -1 build a lab
+    only to tear it down)."""
+    import math
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+        raise InvalidError(f"--timeout must be a finite number of seconds, 0 or more (got {wait})")
+    return float(wait)
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _hold_signals():
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+
+
+def _release_signals(previous) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _roll_back(lab: str, lab_id: str, exc: BaseException) -> None:
+    """Undo a failed or interrupted `up`: remove what this `up` created (and only that). A
+    failure (not an interrupt) keeps its logs, and its message says where."""
+    kept = None
+    if isinstance(exc, Exception):
+        agent_client.stop(lab)          # its last words belong in the kept log
+        try:
+            kept = state.keep_failure(lab)
+        except OSError:
+            kept = None
+    teardown(lab, lab_id=lab_id)
+    if kept is not None and isinstance(exc, LabError):
+        import re
+        # The lab's directory is gone: point at the kept logs instead.
+        exc.message = re.sub(r";?\s*see (`netlab logs`|\S*agent\.log)", "", exc.message) + \
+            f"; logs kept in {kept}/"
+        exc.kept_logs = kept
 
 
 def build_network(cluster: Cluster, progress: Progress = _no_progress,
@@ -186,26 +238,100 @@ def wait_for_pods(cluster: Cluster, timeout: float, progress: Progress = _no_pro
 
 
 def lab_namespaces(lab: str) -> list[str]:
+    """The names under /run/netns that carry this lab's name (what `ip netns list` shows)."""
     return netns.list_names(f"{names.PREFIX}{lab}.")
 
 
-def teardown(lab: str) -> dict:
-    """Remove every trace of one lab; absent pieces are fine. Returns what was removed."""
-    agent_client.stop(lab)
-    spaces = lab_namespaces(lab)
-    inodes = [i for i in (netns.inode(n) for n in spaces) if i]
-    killed = netns.kill_processes(inodes)
+def owned_namespaces(lab: str, lab_id: Optional[str] = None) -> tuple[dict[str, int], list[str], list[str]]:
+    """This lab's namespaces, proven by their mark: ({name: inode}, placeholders, foreign).
+
+    A namespace is the lab's if it carries netlab's mark for this lab (and for lab_id, when
+    given: a rolled-back `up` removes only what it created). A placeholder is the empty file
+    a crash between creating a name and mounting the namespace on it leaves. Everything else
+    named like the lab (someone else's namespace, the host's own bind-mounted) is foreign."""
+    owned, placeholders, foreign = {}, [], []
+    protected = netns.protected_inodes()
+    for name in lab_namespaces(lab):
+        path = netns.netns_path(name)
+        if not netns.is_netns(name):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            (placeholders if stat.S_ISREG(st.st_mode) and st.st_size == 0 else foreign).append(name)
+            continue
+        ino = netns.inode(name)
+        mark = netns.parse_mark(netns.read_mark(name))
+        if ino and ino not in protected and mark and mark[0] == lab and (lab_id is None or mark[1] == lab_id):
+            owned[name] = ino
+        else:
+            foreign.append(name)
+    return owned, placeholders, foreign
+
+
+def lab_agents(lab: Optional[str] = None) -> list[int]:
+    """PIDs of netlab agents (one lab's, or any lab's): marked with NETLAB_LAB in the
+    environment *and* running netlab's agent for that lab (a shell that merely exported
+    NETLAB_LAB is not one)."""
+    found = []
     for pid in agent_client.marked_processes(lab):
         try:
-            os.kill(pid, 9)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if "netlab.runtime.agent" not in [a.decode(errors="replace") for a in argv]:
+            continue
+        try:
+            their_lab = argv[argv.index(b"--lab") + 1].decode(errors="replace")
+        except (ValueError, IndexError):
+            continue
+        if f"{state.LAB_ENV}={their_lab}".encode() in env and (lab is None or their_lab == lab):
+            found.append(pid)
+    return found
+
+
+def teardown(lab: str, lab_id: Optional[str] = None) -> dict:
+    """Remove every trace of one lab, acting only on what is provably the lab's (see
+    owned_namespaces); absent pieces are fine. Returns what was removed and what was left."""
+    agent_client.stop(lab)
+    for pid in lab_agents(lab):
+        try:
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    spaces, placeholders, foreign = owned_namespaces(lab, lab_id)
+    killed = netns.kill_processes(spaces.values())
     for name in spaces:
         netns.delete(name)
-    for etc in state.ETC_NETNS.glob(f"{names.PREFIX}{lab}.*") if state.ETC_NETNS.exists() else []:
-        shutil.rmtree(etc, ignore_errors=True)
+    for name in placeholders:
+        try:
+            os.unlink(netns.netns_path(name))
+        except FileNotFoundError:
+            pass
+    for name in list(spaces) + placeholders:
+        shutil.rmtree(state.ETC_NETNS / name, ignore_errors=True)
+    _sweep_etc_netns(f"{names.PREFIX}{lab}.")
     state.remove_lab_dir(lab)
-    return {"lab": lab, "namespaces": len(spaces), "processes": killed}
+    return {"lab": lab, "namespaces": len(spaces), "processes": killed, "skipped": foreign}
+
+
+def _sweep_etc_netns(prefix: str) -> None:
+    """Remove /etc/netns/<name> directories netlab wrote for namespaces that no longer exist
+    (a pod's hosts and resolv.conf, nothing else)."""
+    if not state.ETC_NETNS.exists():
+        return
+    for etc in state.ETC_NETNS.iterdir():
+        if not etc.name.startswith(prefix) or not names.lab_of_netns(etc.name) or netns.exists(etc.name):
+            continue
+        try:
+            if etc.is_symlink() or not etc.is_dir() or not {p.name for p in etc.iterdir()} <= {"hosts", "resolv.conf"}:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(etc, ignore_errors=True)
 
 
 def down(lab: str) -> dict:
@@ -216,15 +342,32 @@ def down(lab: str) -> dict:
 
 
 def clean() -> list[dict]:
-    """Remove everything any netlab lab left on this machine, and nothing else."""
+    """Remove everything any netlab lab left on this machine, and nothing else: labs with
+    state, namespaces carrying a lab's mark, netlab agents, and stale /etc/netns entries."""
     require_root()
-    removed = [teardown(lab) for lab in running_labs()]
-    for pid in agent_client.marked_processes():
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+    labs = set(state.labs_with_state())
+    for name in netns.list_names(names.PREFIX):
+        mark = netns.parse_mark(netns.read_mark(name))
+        if mark and mark[0] == names.lab_of_netns(name):
+            labs.add(mark[0])
+    for pid in lab_agents():
+        lab = _agent_lab(pid)
+        if lab:
+            labs.add(lab)
+    # Names come from directories and command lines: only a lab name (a DNS label) is one.
+    labs = {lab for lab in labs if names.check_dns_label(lab, names.LAB_NAME_MAX) is None}
+    removed = [teardown(lab) for lab in sorted(labs)]
+    _sweep_etc_netns(names.PREFIX)
     return removed
+
+
+def _agent_lab(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        return argv[argv.index(b"--lab") + 1].decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # ---------------------------------------------------------------------- live changes

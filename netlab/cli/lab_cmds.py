@@ -50,11 +50,18 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
     import contextlib
     from .. import engine
 
+    from ..model.errors import LabError
+
+    engine.check_timeout(timeout)        # before anything is built
     started = time.monotonic()
     progress, bar = _progress_printer()
-    with bar if bar is not None else contextlib.nullcontext():
-        cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
-                            proxy_mode=proxy_mode, progress=progress, wait=timeout)
+    try:
+        with bar if bar is not None else contextlib.nullcontext():
+            cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
+                                proxy_mode=proxy_mode, progress=progress, wait=timeout)
+    except LabError as exc:
+        _show_kept_logs(getattr(exc, "kept_logs", None))
+        raise
     cfg = cluster.config
     typer.echo(f"lab {cluster.name} is up in {time.monotonic() - started:.1f}s: "
                f"{len(cluster.nodes)} nodes ({cfg.backend}), {len(cluster.pods)} pods, "
@@ -64,6 +71,22 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
     typer.echo(f"\nnext: netlab get pods -o wide | netlab verify | netlab down {cluster.name}")
 
 
+def _show_kept_logs(kept) -> None:
+    """After a failed `up`: the end of the agent's log, and which logs were kept where."""
+    import sys
+    from .. import state
+    if kept is None:
+        return
+    lines = state.tail(kept / "agent.log", 15)
+    if lines:
+        print(f"last lines of {kept / 'agent.log'}:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+    logs = sorted(p.name for p in (kept / "logs").glob("*.log")) if (kept / "logs").is_dir() else []
+    if logs:
+        print(f"container logs in {kept / 'logs'}/: {', '.join(logs)}", file=sys.stderr)
+
+
 @app.command()
 def down(lab: Optional[str] = typer.Argument(None, help="Lab name (default: the only running lab).")) -> None:
     """Remove every trace of a lab: processes, namespaces, devices, rules, state."""
@@ -71,6 +94,13 @@ def down(lab: Optional[str] = typer.Argument(None, help="Lab name (default: the 
     name = lab_name(lab)
     removed = engine.down(name)
     typer.echo(f"lab {name} removed ({removed['namespaces']} namespaces, {removed['processes']} processes)")
+    _report_skipped(removed)
+
+
+def _report_skipped(removed: dict) -> None:
+    if removed.get("skipped"):
+        typer.echo(f"left alone (named like lab {removed['lab']} but not carrying its mark): "
+                   f"{', '.join(removed['skipped'])}", err=True)
 
 
 @app.command()
@@ -82,6 +112,7 @@ def clean() -> None:
         typer.echo("nothing to clean")
     for r in removed:
         typer.echo(f"removed lab {r['lab']} ({r['namespaces']} namespaces, {r['processes']} processes)")
+        _report_skipped(r)
 
 
 @app.command("list")

@@ -1,6 +1,8 @@
 """netlab's command line. Commands are thin: parse options, call the library, render."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import traceback
 from typing import Optional
@@ -18,10 +20,33 @@ app = typer.Typer(
 VERBOSE = {"on": False}
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so `up` rolls back what it built."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> None:
+    # Later signals (timeout, CI and terminals often send more than one) must not interrupt
+    # the rollback the first one starts; SIGKILL remains for the impatient.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
 @app.callback()
 def _global(verbose: bool = typer.Option(False, "--verbose", "-v",
                                          help="Show tracebacks for errors.")) -> None:
     VERBOSE["on"] = verbose
+    from .. import state
+    state.check_root()       # refuse a state directory someone else could write to
 
 
 def _register() -> None:
@@ -36,6 +61,8 @@ def _register() -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors become one line on stderr and a distinct exit code."""
+    os.umask(0o077)          # state, status (containers' environments) and logs: owner only
+    install_signal_handlers()
     _register()
     try:
         # standalone mode: usage errors print click's usage message and exit 2 by themselves.
@@ -48,6 +75,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated as exc:
+        print(f"terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except OSError as exc:
         if VERBOSE["on"]:
             raise

@@ -51,6 +51,16 @@ def host_netns_inode() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
+def protected_inodes() -> set[int]:
+    """Namespaces no cleanup may act on: netlab's own and init's (the host's)."""
+    found = {host_netns_inode()}
+    try:
+        found.add(os.stat("/proc/1/ns/net").st_ino)
+    except OSError:
+        pass
+    return found
+
+
 def in_thread(fn: Callable[[], T]) -> T:
     """Run fn in a throwaway thread (which may change its own namespaces) and return its result."""
     box: dict = {}
@@ -94,33 +104,105 @@ def _is_mount_point(path: str) -> bool:
         return any(line.split()[4] == path for line in f)
 
 
-def create(name: str) -> None:
-    """Create a named network namespace; refuse if the name is taken."""
+MARK = "netlab"         # lo's ifalias in a lab's namespace: "netlab:<lab>:<lab id>"
+IFLA_IFALIAS, RTM_GETLINK = 20, 18
+
+
+def owner_mark(name: str) -> Optional[str]:
+    """The mark a namespace of this name gets: its lab's name and id (from owner.json, which
+    `up` writes when it claims the lab, before any namespace exists); None outside a lab."""
+    from .. import state
+    from ..model import names
+    lab = names.lab_of_netns(name)
+    lab_id = state.lab_id(lab) if lab else None
+    return f"{MARK}:{lab}:{lab_id}" if lab_id else None
+
+
+def parse_mark(mark: Optional[str]) -> Optional[tuple[str, str]]:
+    """(lab, lab id) from a mark, or None if it is not netlab's."""
+    parts = (mark or "").split(":")
+    if len(parts) != 3 or parts[0] != MARK or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def create(name: str, mark: Optional[str] = None) -> None:
+    """Create a named network namespace; refuse if the name is taken.
+
+    The namespace is marked (its loopback's alias) before it gets its name, so a namespace
+    that has the name always carries the mark: `down` and `clean` act only on marked ones."""
     _ensure_netns_dir()
     path = netns_path(name)
+    mark = mark if mark is not None else owner_mark(name)
 
     def make():
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
         os.close(fd)
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
+            # The new namespace's loopback starts down; every netlab namespace wants it up.
+            _set_lo(mark)
             _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
                    f"bind {path}")
         except OSError:
             os.unlink(path)
             raise
-        # The new namespace's loopback starts down; every netlab namespace wants it up.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            import fcntl
-            import struct
-            ifreq = struct.pack("16sH14s", b"lo", 0, b"")
-            flags = struct.unpack("16sH14s", fcntl.ioctl(s, 0x8913, ifreq))[1]   # SIOCGIFFLAGS
-            fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", flags | 1, b""))  # SIOCSIFFLAGS IFF_UP
 
     try:
         in_thread(make)
     except FileExistsError:
         raise KernelError(f'network namespace "{name}" already exists') from None
+
+
+def _set_lo(mark: Optional[str]) -> None:
+    """In the calling thread's namespace: lo up, and its alias set to the mark (if any)."""
+    from . import rtnl
+    body = rtnl.ifinfo(index=1, flags=rtnl.IFF_UP, change=rtnl.IFF_UP)   # lo is ifindex 1
+    if mark:
+        body += rtnl.text(IFLA_IFALIAS, mark)
+    batch = rtnl.Batch()
+    batch._add(rtnl.RTM_SETLINK, 0, body, "set lo up and mark it")
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        batch.commit(sock)
+
+
+def read_mark(name: str) -> Optional[str]:
+    """The mark a namespace carries (lo's alias), or None: unmarked, gone, not a namespace,
+    or the host's own namespace (never entered)."""
+    if not is_netns(name):
+        return None
+    try:
+        sock = socket.socket(fileno=_socket_in(name, socket.SOCK_RAW))
+    except (OSError, LabError):
+        return None
+    import struct
+    from . import rtnl
+    with sock:
+        sock.bind((0, 0))
+        body = rtnl.ifinfo(index=1)
+        sock.send(struct.pack("=IHHII", 16 + len(body), RTM_GETLINK, rtnl.NLM_F_REQUEST, 1, 0) + body)
+        data = sock.recv(1 << 16)
+    length, msg_type = struct.unpack_from("=IH", data, 0)
+    if msg_type != rtnl.RTM_NEWLINK:
+        return None
+    offset = 16 + 16                       # nlmsghdr + ifinfomsg
+    while offset + 4 <= min(length, len(data)):
+        alen, kind = struct.unpack_from("=HH", data, offset)
+        if alen < 4:
+            break
+        if kind & 0x3FFF == IFLA_IFALIAS:
+            return data[offset + 4:offset + alen].rstrip(b"\0").decode(errors="replace")
+        offset += (alen + 3) & ~3
+    return None
+
+
+def is_netns(name: str) -> bool:
+    """Is /run/netns/<name> a namespace (nsfs), not a placeholder file left by a crash?"""
+    try:
+        return os.stat(netns_path(name)).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
 
 
 def delete(name: str) -> None:
@@ -155,7 +237,7 @@ def inode(name: str) -> Optional[int]:
 
 def pids_in(inodes: Iterable[int]) -> dict[int, int]:
     """pid -> netns inode for every process whose network namespace is one of `inodes`."""
-    wanted = set(inodes)
+    wanted = set(inodes) - protected_inodes()     # never the host's processes
     found = {}
     if not wanted:
         return found
@@ -173,7 +255,7 @@ def pids_in(inodes: Iterable[int]) -> dict[int, int]:
 
 def kill_processes(inodes: Iterable[int], grace: float = 1.0) -> int:
     """SIGTERM, then SIGKILL after `grace` seconds, every process living in these namespaces."""
-    inodes = set(inodes)
+    inodes = set(inodes) - protected_inodes()
     pids = pids_in(inodes)
     for pid in pids:
         try:
