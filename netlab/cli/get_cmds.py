@@ -64,6 +64,21 @@ def pod_view(cluster, status: dict, pod) -> dict:
             "holderPid": st.get("holderPid", 0)}
 
 
+def node_statuses(lab: str) -> dict[str, str]:
+    """Each node's STATUS as the agent (the lab's node controller) reports it: Ready when its
+    Ready condition is True, NotReady otherwise (a node-down fault, an evicted node). Without
+    a running agent nobody knows: every node is Unknown."""
+    from ..runtime import agent_client
+    if agent_client.agent_state(lab)[0] != "running":
+        return {}
+    found = {}
+    for item in agent_client.call(lab, "GET", "/api/v1/nodes", timeout=30).get("items", []):
+        conditions = (item.get("status") or {}).get("conditions") or []
+        ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+        found[item["metadata"]["name"]] = "Ready" if ready == "True" else "NotReady"
+    return found
+
+
 @app.command()
 def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpoints (ep), rc or namespaces."),
         name: Optional[str] = typer.Argument(None, help="Only this object."),
@@ -84,13 +99,15 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         nodes = [n for n in cluster.nodes if not name or n.name == name]
         if name and not nodes:
             raise LabError(f'nodes "{name}" not found')
+        readiness = node_statuses(cluster.name)
         if structured:
-            emit(as_list([{"name": n.name, "internalIP": n.internal_ip, "podCIDR": n.pod_cidr,
+            emit(as_list([{"name": n.name, "status": readiness.get(n.name, "Unknown"),
+                           "internalIP": n.internal_ip, "podCIDR": n.pod_cidr,
                            "netns": n.netns, "labels": n.labels, "vtepMAC": n.vtep_mac,
                            "pods": len(cluster.pods_on(n.name))} for n in nodes]), output)
             return
         headers = ["NAME", "STATUS", "ROLES", "INTERNAL-IP", "POD-CIDR"]
-        rows = [[n.name, "Ready", "<none>", n.internal_ip, n.pod_cidr] for n in nodes]
+        rows = [[n.name, readiness.get(n.name, "Unknown"), "<none>", n.internal_ip, n.pod_cidr] for n in nodes]
         if output == "wide":
             headers += ["PODS", "NETNS"]
             rows = [r + [len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
@@ -209,6 +226,7 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
     elif resource == "nodes":
         node = cluster.node(name)
         lines += [f"Name:         {node.name}",
+                  f"Status:       {node_statuses(cluster.name).get(node.name, 'Unknown')}",
                   f"Labels:       {', '.join(f'{k}={v}' for k, v in node.labels.items())}",
                   f"InternalIP:   {node.internal_ip}", f"PodCIDR:      {node.pod_cidr}",
                   f"Netns:        {node.netns}", f"Backend:      {cluster.config.backend}",
