@@ -154,6 +154,14 @@ def test_a_malicious_pod_cannot_change_the_host(make_lab, lab_name):
                           capture_output=True, text=True)
     assert seen.stdout.strip() == f"own-tmp-ok-{lab_name}"
 
+    # What `netlab exec` and exec probes should run (pods.enter_argv): the container's
+    # capabilities, and the pod's root as the working directory, not the host's.
+    from netlab.runtime.pods import enter_argv
+    probe = subprocess.run(enter_argv(holder, ["sh", "-c", "mount -o remount,rw /etc && echo ESCAPED; "
+                                               "ls -d ./run/netns 2>/dev/null && echo HOST-ROOT; echo EXEC-OK"]),
+                           capture_output=True, text=True)
+    assert "EXEC-OK" in probe.stdout and "ESCAPED" not in probe.stdout and "HOST-ROOT" not in probe.stdout
+
 
 USERS = LAB + """
 apiVersion: v1
