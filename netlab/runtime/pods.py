@@ -92,18 +92,13 @@ def security_of(pod, lab: str = "") -> PodSecurity:
         raise PermissionError(1, str(exc)) from None
 
 
-def enter_argv(target_pid: int, command: Sequence[str], csec: Optional[ContainerSecurity] = None) -> list[str]:
-    """argv that runs `command` in a pod as its containers run: in the namespaces of
-    `target_pid` (the holder, or a container for its own mounts), with the container's
-    capabilities, user and no_new_privs (util-linux's nsenter and setpriv). For `netlab
-    exec` and exec probes: without the setpriv part the command would keep all of root's
-    capabilities inside the pod, and could remount the host's filesystem read-write."""
+def confine_argv(csec: Optional[ContainerSecurity] = None) -> list[str]:
+    """The `setpriv` prefix that gives a command what a container gets: its capabilities
+    (bounding, effective and permitted), its user and groups, no_new_privs. Goes between
+    nsenter's options and the command, for `netlab exec` and exec probes."""
     csec = csec or ContainerSecurity()
     names = ",".join(f"+{n.lower()}" for n in csec.cap_names())
-    # --root and --wd without a value: the target's own root and directory. (`--wd=/` would
-    # open "/" before entering the mount namespace: the command would start in the host's root.)
-    argv = ["nsenter", f"--target={target_pid}", "--net", "--uts", "--ipc", "--pid", "--mount", "--root", "--wd",
-            "setpriv", "--bounding-set", "-all" + (f",{names}" if names else ""), "--inh-caps", "-all",
+    argv = ["setpriv", "--bounding-set", "-all" + (f",{names}" if names else ""), "--inh-caps", "-all",
             "--no-new-privs"]
     if csec.run_as_group is not None:
         argv += ["--regid", str(csec.run_as_group)]
@@ -111,7 +106,18 @@ def enter_argv(target_pid: int, command: Sequence[str], csec: Optional[Container
         argv += ["--reuid", str(csec.run_as_user)]
     if csec.run_as_user is not None or csec.run_as_group is not None or csec.groups:
         argv += ["--groups", ",".join(map(str, csec.groups))] if csec.groups else ["--clear-groups"]
-    return [*argv, "--", *command]
+    return argv
+
+
+def enter_argv(target_pid: int, command: Sequence[str], csec: Optional[ContainerSecurity] = None) -> list[str]:
+    """argv that runs `command` in a pod as its containers run: in the namespaces of
+    `target_pid` (the holder, or a container for its own mounts), confined by confine_argv.
+    Without the setpriv part the command would keep all of root's capabilities inside the
+    pod, and could remount the host's filesystem read-write."""
+    # --root and --wd without a value: the target's own root and directory. (`--wd=/` would
+    # open "/" before entering the mount namespace: the command would start in the host's root.)
+    return ["nsenter", f"--target={target_pid}", "--net", "--uts", "--ipc", "--pid", "--mount", "--root", "--wd",
+            *confine_argv(csec), "--", *command]
 
 
 def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,

@@ -174,3 +174,13 @@ def test_projected_service_account_volume_loads_as_an_empty_read_only_dir():
                         {"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}]})
     assert sec.volumes[0].projected
     assert sec.container("a").mounts[0].read_only
+
+
+def test_confine_argv_for_exec_and_probes():
+    from netlab.runtime.pods import confine_argv
+    argv = confine_argv(ps.ContainerSecurity())
+    assert argv[:2] == ["setpriv", "--bounding-set"] and "--no-new-privs" in argv
+    assert argv[2].startswith("-all,") and "+net_raw" in argv[2] and "sys_admin" not in argv[2]
+    argv = confine_argv(ps.ContainerSecurity(run_as_user=1000, run_as_group=3000, caps=frozenset()))
+    assert argv[2] == "-all"
+    assert argv[-5:] == ["--regid", "3000", "--reuid", "1000", "--clear-groups"]
