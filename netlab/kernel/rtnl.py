@@ -37,6 +37,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH = 1, 4, 5, 9
 NDA_DST, NDA_LLADDR = 1, 2
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 RTNH_F_ONLINK = 4
+SEQ_MASK = 0xFFFFFFFF                  # nlmsg_seq is a u32: sequence numbers wrap around
 
 
 class NetlinkError(OSError):
@@ -169,7 +170,7 @@ class Batch:
 
     def commit(self, sock: socket.socket) -> None:
         """Send every request, then read every ack; raise the first error with its request."""
-        base = int.from_bytes(os.urandom(3), "little") << 8
+        base = int.from_bytes(os.urandom(4), "little")
         first_error = None
         start = 0
         while start < len(self.requests):
@@ -177,7 +178,7 @@ class Batch:
             while end < len(self.requests) and len(chunk) < 60000:   # inside the send buffer
                 msg_type, flags, body, _ = self.requests[end]
                 chunk += struct.pack("=IHHII", 16 + len(body), msg_type,
-                                     NLM_F_REQUEST | NLM_F_ACK | flags, base + end, 0) + body
+                                     NLM_F_REQUEST | NLM_F_ACK | flags, (base + end) & SEQ_MASK, 0) + body
                 end += 1
             sock.send(bytes(chunk))
             first_error = first_error or self._read_acks(sock, base, start, end)
@@ -187,7 +188,7 @@ class Batch:
             raise first_error
 
     def _read_acks(self, sock: socket.socket, base: int, start: int, end: int):
-        pending = set(range(base + start, base + end))
+        pending = {(base + i) & SEQ_MASK for i in range(start, end)}
         error = None
         while pending:
             data = sock.recv(1 << 20)
@@ -198,6 +199,6 @@ class Batch:
                     pending.discard(seq)
                     code = -struct.unpack_from("=i", data, offset + 16)[0]
                     if code and error is None:
-                        error = NetlinkError(code, self.requests[seq - base][3])
+                        error = NetlinkError(code, self.requests[(seq - base) & SEQ_MASK][3])
                 offset += max((length + 3) & ~3, 16)
         return error
