@@ -5,6 +5,7 @@ deletes chains whose service or endpoint is gone, as kube-proxy does with its ow
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from . import state
@@ -47,7 +48,9 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
         from .model.addons import records_path
         from .model.dns import build_records
         from .runtime.kubedns import write_records
-        write_records(records_path(cluster.name), build_records(cluster, ready))
+        path = records_path(cluster.name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_records(path, build_records(cluster, ready))
 
 
 def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict, proxy: Optional[int]) -> dict:

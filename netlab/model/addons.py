@@ -13,9 +13,12 @@ DNS_LABELS = {"k8s-app": "kube-dns"}
 
 
 def records_path(lab: str) -> str:
-    """Where the lab writes its DNS records for kubedns to serve (re-read when it changes)."""
+    """Where the lab writes its DNS records for kubedns to serve (re-read when it changes).
+
+    A directory of its own: the kube-dns pod sees it read-only, and nothing else of the
+    lab's state (not the agent's socket, not the logs)."""
     from ..state import lab_dir
-    return str(lab_dir(lab) / "dns-records.json")
+    return str(lab_dir(lab) / "dns" / "records.json")
 
 
 def kube_dns(cfg: LabConfig) -> list[dict]:

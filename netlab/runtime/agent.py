@@ -324,7 +324,7 @@ class Agent:
                 podproc.forget_agent_signals()
                 os.closerange(3, read_fd)          # the listening socket and clients stay ours
                 os.closerange(read_fd, write_fd)
-                passed, detail = run_probe(ps.probe, pod, container, netns, run.holder)
+                passed, detail = run_probe(ps.probe, pod, container, netns, run.holder, self.lab)
                 os.write(write_fd, json.dumps([passed, detail[:500]]).encode())
                 code = 0
             finally:
@@ -531,6 +531,9 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_term)
         state.agent_pidfile(self.lab).write_text(str(os.getpid()))
+        if self.cluster.config.dns:      # the kube-dns pod mounts it: it must exist first
+            from ..model.addons import records_path
+            os.makedirs(os.path.dirname(records_path(self.lab)), mode=0o700, exist_ok=True)
         if defer_sync:          # `up` is still wiring pods; it says which as batches are ready
             self.wired = set()
         self.sync_pods()

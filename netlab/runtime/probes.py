@@ -50,15 +50,19 @@ def probe_port(pod: Pod, container: Container, port) -> Optional[int]:
     return found.container_port if found else None
 
 
-def run_probe(probe: Probe, pod: Pod, container: Container, node_netns: str, holder_pid: int) -> tuple[bool, str]:
-    """Run one probe; (passed, what happened)."""
+def run_probe(probe: Probe, pod: Pod, container: Container, node_netns: str, holder_pid: int,
+              lab: str = "") -> tuple[bool, str]:
+    """Run one probe; (passed, what happened). An exec probe's command comes from the
+    manifest: it runs confined exactly as the container is (capabilities, user)."""
     if probe.kind == "exec":
+        from .pods import enter_argv, security_of
         try:
-            result = subprocess.run(["nsenter", f"--target={holder_pid}", "--net", "--uts", "--ipc",
-                                     "--pid", "--mount", *probe.command], capture_output=True,
-                                    timeout=probe.timeout)
+            argv = enter_argv(holder_pid, probe.command, security_of(pod, lab).container(container.name))
+            result = subprocess.run(argv, capture_output=True, timeout=probe.timeout)
         except subprocess.TimeoutExpired:
             return False, f"exec {probe.command[0]}: timed out after {probe.timeout}s"
+        except OSError as exc:
+            return False, f"exec {probe.command[0]}: {exc}"
         return result.returncode == 0, f"exec {' '.join(probe.command)}: exit {result.returncode}"
     port = probe_port(pod, container, probe.port)
     if port is None:

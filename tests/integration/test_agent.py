@@ -160,7 +160,8 @@ def test_readiness_takes_a_dead_endpoint_out_and_iptables_mode_recovers(make_lab
     sep = kubeproxy.sep_chain("default/web", "tcp", f"{victim.pod_ip}:8080")
     node = cluster.nodes[0]
     wait_until(lambda: sep not in iptables.list_chains(node.netns), 10, "the endpoint's chain to go")
-    assert not engine.pod_status(cluster.name)[victim.meta.key]["ready"]
+    # The agent takes the endpoint out of the rules first, then reports the pod not ready.
+    wait_until(lambda: not engine.pod_status(cluster.name)[victim.meta.key]["ready"], 2, "the pod to be unready")
     assert connect_outcomes(cluster, svc.cluster_ip, 80, 10, timeout=1.0) == ["ok"] * 10
     engine.heal_faults(cluster.name)
     wait_until(lambda: sep in iptables.list_chains(node.netns), 10, "the endpoint to come back")

@@ -167,13 +167,14 @@ def test_two_labs_side_by_side(make_lab):
 def test_failed_up_rolls_back(make_lab, lab_name, monkeypatch, tmp_path):
     (tmp_path / "lab.yaml").write_text(PINNED % {"backend": "vxlan"})
 
-    def broken(cluster):
-        raise RuntimeError("injected failure after the network was built")
-    monkeypatch.setattr(engine, "sync_dataplane", broken)
+    def broken(cluster, timeout, progress=None):
+        raise RuntimeError("injected failure after the network was built and the pods started")
+    monkeypatch.setattr(engine, "wait_for_pods", broken)
     with pytest.raises(RuntimeError):
         engine.up(tmp_path, name=lab_name)
     assert engine.lab_namespaces(lab_name) == []
     assert not state.lab_dir(lab_name).exists()
+    assert agent_client.marked_processes(lab_name) == []
 
 
 def test_up_twice_is_refused(make_lab):
