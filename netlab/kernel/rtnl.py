@@ -38,6 +38,12 @@ NDA_DST, NDA_LLADDR = 1, 2
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 RTNH_F_ONLINK = 4
 SEQ_MASK = 0xFFFFFFFF                  # nlmsg_seq is a u32: sequence numbers wrap around
+# The kernel handles a whole send before we read: it queues one ack skb per request (~768
+# bytes of truesize for a success, more for an error, which echoes the request) and drops
+# any that do not fit in the receive buffer (212992 bytes by default), the next recv then
+# failing with ENOBUFS. Measured: 250 requests in one send pass, 400 fail. So a send holds
+# at most this many requests, and their acks are read before the next send.
+MAX_IN_FLIGHT = 128
 
 
 class NetlinkError(OSError):
@@ -175,7 +181,8 @@ class Batch:
         start = 0
         while start < len(self.requests):
             chunk, end = bytearray(), start
-            while end < len(self.requests) and len(chunk) < 60000:   # inside the send buffer
+            while (end < len(self.requests) and len(chunk) < 60000      # inside the send buffer
+                   and end - start < MAX_IN_FLIGHT):                        # acks: the receive buffer
                 msg_type, flags, body, _ = self.requests[end]
                 chunk += struct.pack("=IHHII", 16 + len(body), msg_type,
                                      NLM_F_REQUEST | NLM_F_ACK | flags, (base + end) & SEQ_MASK, 0) + body
