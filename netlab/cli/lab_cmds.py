@@ -78,10 +78,15 @@ def _show_kept_logs(kept) -> None:
     if kept is None:
         return
     lines = state.tail(kept / "agent.log", 15)
-    if lines:
-        print(f"last lines of {kept / 'agent.log'}:", file=sys.stderr)
-        for line in lines:
-            print(f"  {line}", file=sys.stderr)
+    print(f"last lines of {kept / 'agent.log'}:" + ("" if lines else " (it is empty)"), file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    # The last events of the pods that never served: usually the reason itself.
+    pods = (state.read_json(kept / "status.json") or {}).get("pods", {}) if (kept / "status.json").exists() else {}
+    for key, st in sorted(pods.items()):
+        if not st.get("serving"):
+            for event in st.get("events", [])[-3:]:
+                print(f"  {key}: {event.get('reason')}: {event.get('message')}", file=sys.stderr)
     logs = sorted(p.name for p in (kept / "logs").glob("*.log")) if (kept / "logs").is_dir() else []
     if logs:
         print(f"container logs in {kept / 'logs'}/: {', '.join(logs)}", file=sys.stderr)
