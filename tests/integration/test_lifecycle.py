@@ -176,12 +176,16 @@ def _interrupt_up(tmp_path: Path, lab: str, sig: int, after: float) -> tuple[int
     return proc.returncode, leftovers(lab)
 
 
+def _summary(left: dict) -> str:
+    return ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}" for k, v in left.items()) or "nothing"
+
+
 @pytest.mark.parametrize("sig, after", [(signal.SIGTERM, 0.2), (signal.SIGTERM, 0.5), (signal.SIGTERM, 1.0),
                                         (signal.SIGTERM, 2.0), (signal.SIGHUP, 1.0)])
 def test_a_signal_during_up_leaves_nothing(tmp_path, lab_name, cleanup, sig, after):
     cleanup.append(lab_name)
     code, left = _interrupt_up(tmp_path, lab_name, sig, after)
-    print(f"\n{signal.Signals(sig).name} at {after}s: exit {code}, left {left or 'nothing'}")
+    print(f"\n{signal.Signals(sig).name} at {after}s: exit {code}, left {_summary(left)}")
     if code == 0:                      # up had finished: the lab is whole, and down removes it
         assert set(left) == {"namespaces", "processes", "state", "etc"}
     else:
@@ -198,7 +202,8 @@ def test_a_killed_up_is_removed_by_down(tmp_path, lab_name, cleanup, after):
     cleanup.append(lab_name)
     code, left = _interrupt_up(tmp_path, lab_name, signal.SIGKILL, after)
     r = netlab("down", lab_name)
-    print(f"\nSIGKILL at {after}s: exit {code}, left {left or 'nothing'}; down: {r.stdout.strip() or r.stderr.strip()}")
+    print(f"\nSIGKILL at {after}s: exit {code}, left {_summary(left)}; down: {r.stdout.strip() or r.stderr.strip()}; "
+          f"after down: {_summary(leftovers(lab_name))}")
     assert "left alone" not in r.stderr
     assert leftovers(lab_name) == {}
 
