@@ -50,6 +50,9 @@ def verify(check_ids: Optional[list[str]] = typer.Argument(
            ) -> None:
     """Prove the lab behaves as Kubernetes networking is documented, with real packets.
 
+    Whether a check applies comes from the lab's model; missing or unreadable kube-proxy
+    rules fail the service checks. Each check shows its evidence: packet (captured on the
+    wire), socket (a real exchange) or state (a read of rules, routes, /proc).
     Exit code 0 only when every applicable check passed (n/a checks do not count)."""
     from ..probe import catalog
 
@@ -58,7 +61,8 @@ def verify(check_ids: Optional[list[str]] = typer.Argument(
     chosen = catalog.select(check_ids, disruptive=disruptive)
     if list_checks:
         for c in chosen:
-            typer.echo(f"{c.id:<22} {c.claim}\n{'':<22} source: {c.source}; needs {c.needs}")
+            typer.echo(f"{c.id:<22} {c.claim}\n{'':<22} source: {c.source}; needs {c.needs}; "
+                       f"evidence: {c.evidence.value}")
         return
     from .. import engine
     from ..probe.lab import load_settled

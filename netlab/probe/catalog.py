@@ -1,5 +1,7 @@
 """The verify catalog: each check is a claim from the documents, a predicate saying whether
-the lab has what the claim is about, and a probe that sends real traffic to test it.
+the lab has what the claim is about (read from the lab's model, never from what the kernel
+happens to hold: a broken data plane must fail, not make checks n/a), the kind of evidence
+the claim needs (packet, socket or state), and a probe that gathers it.
 
 Check modules register with @check; `catalog()` imports them in a fixed order (the order of
 the report: pods, overlay, services, outside, discovery).
@@ -13,7 +15,7 @@ from typing import Callable, Iterable, Optional
 
 from ..model.errors import InvalidError
 from .lab import LabView
-from .result import CheckResult, Evidence, Status
+from .result import SOCKET, CheckResult, Evidence, Kind, Status
 
 _MODULES = ("pods", "overlay", "services", "outside", "discovery", "controllers")
 _REGISTRY: list["Check"] = []
@@ -28,26 +30,28 @@ class Check:
     applies: Callable[[LabView], bool]
     probe: Callable[[LabView, Evidence], str]   # sends traffic, records it, returns the pass line
     disruptive: bool = False                # breaks something (of its own) on purpose: opt-in
+    evidence: Kind = SOCKET                 # the kind of evidence the claim needs (result.Kind)
 
     def run(self, view: LabView) -> CheckResult:
         started = time.perf_counter()
-        result = CheckResult(self.id, self.claim, self.source, Status.NA, f"needs {self.needs}")
+        result = CheckResult(self.id, self.claim, self.source, Status.NA, f"needs {self.needs}",
+                             evidence=self.evidence)
+        evidence = Evidence(self.evidence)
         try:
             if self.applies(view):
-                evidence = Evidence()
                 passed = self.probe(view, evidence)
                 result.status, result.summary = evidence.verdict(passed)
-                result.probes = evidence.probes
         except Exception as exc:        # a probe that cannot run is a failure, never a pass
             result.status, result.summary = Status.FAIL, f"could not run: {type(exc).__name__}: {exc}"
+        result.probes = evidence.probes
         result.seconds = time.perf_counter() - started
         return result
 
 
 def check(id: str, claim: str, source: str, needs: str, applies: Callable[[LabView], bool],
-          disruptive: bool = False):
+          disruptive: bool = False, evidence: Kind = SOCKET):
     def register(probe: Callable[[LabView, Evidence], str]) -> Callable[[LabView, Evidence], str]:
-        _REGISTRY.append(Check(id, claim, source, needs, applies, probe, disruptive))
+        _REGISTRY.append(Check(id, claim, source, needs, applies, probe, disruptive, Kind(evidence)))
         return probe
     return register
 

@@ -1,5 +1,6 @@
 """Verify results as a rich table (people), JSON (scripts) or JUnit XML (CI: one testcase per
-check, n/a as skipped, the evidence as system-out)."""
+check, n/a as skipped, the evidence as system-out). Each check shows the kind of evidence it
+rests on (packet, socket or state), and each probe line its own kind."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .result import CheckResult, Probe, Status
+from .result import CheckResult, Kind, Probe, Status
 
 STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NA: "dim"}
 
 
 def probe_line(p: Probe) -> str:
-    return f"{'ok ' if p.ok else 'BAD'} {p.src} -> {p.dst} [{p.sent}]: {p.seen}"
+    return f"{'ok ' if p.ok else 'BAD'} {Kind(p.kind).value:<6} {p.src} -> {p.dst} [{p.sent}]: {p.seen}"
 
 
 def tally(results: list[CheckResult]) -> str:
@@ -28,10 +29,11 @@ def table(console: Console, lab: str, results: list[CheckResult], seconds: float
     grid = Table(title=f"netlab verify: lab {lab}", title_justify="left", expand=False)
     grid.add_column("CHECK", no_wrap=True)
     grid.add_column("RESULT", no_wrap=True)
+    grid.add_column("EVIDENCE", no_wrap=True)
     grid.add_column("TIME", justify="right", no_wrap=True)
     grid.add_column("WHAT WAS SEEN")
     for r in results:
-        grid.add_row(r.id, Text(r.status.value.upper(), style=STYLE[r.status]),
+        grid.add_row(r.id, Text(r.status.value.upper(), style=STYLE[r.status]), Kind(r.evidence).value,
                      f"{r.seconds:.2f}s" if r.status != Status.NA else "", Text(r.summary))
     console.print(grid)
     for r in results:
@@ -55,6 +57,8 @@ def to_junit(lab: str, results: list[CheckResult], seconds: float) -> str:
                        time=f"{seconds:.3f}")
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"netlab.{lab}", name=r.id, time=f"{r.seconds:.3f}")
+        props = ET.SubElement(case, "properties")
+        ET.SubElement(props, "property", name="evidence", value=Kind(r.evidence).value)
         if r.status == Status.FAIL:
             ET.SubElement(case, "failure", message=r.summary).text = r.claim
         elif r.status == Status.NA:

@@ -14,7 +14,7 @@ from ...model.services import endpoints_for
 from .. import sockets
 from ..catalog import check
 from ..lab import LabView
-from ..result import Evidence
+from ..result import SOCKET, Evidence
 from . import DOC000, DOC002
 
 NAMESPACE = "netlab-verify"
@@ -92,7 +92,7 @@ def _wait(predicate, timeout: float) -> bool:
              "with a new name and address, and the Service's endpoints follow.",
        source=f"{DOC002} (RC: 确保当前集群上始终有且仅有replicas个Pod实例在运行)",
        needs="--disruptive (it deletes a pod of its own workload)",
-       applies=lambda view: True, disruptive=True)
+       applies=lambda view: True, disruptive=True, evidence=SOCKET)
 def rc_replaces_pod(view: LabView, ev: Evidence) -> str:
     with _scratch(view) as cluster:
         victim = _web(cluster)[0]
@@ -101,13 +101,13 @@ def rc_replaces_pod(view: LabView, ev: Evidence) -> str:
         engine.wait_for_pods(now, 30)
         pods = _web(now)
         fresh = [p for p in pods if p.meta.name != victim.meta.name and p.meta.key not in cluster.pods]
-        ev.add("netlab delete pod", victim.meta.key, "delete", f"{len(pods)} pods, new: "
+        ev.read("netlab delete pod", victim.meta.key, "delete", f"{len(pods)} pods, new: "
                f"{', '.join(f'{p.meta.name} {p.pod_ip}' for p in fresh) or 'none'}",
                len(pods) == 2 and len(fresh) == 1 and fresh[0].pod_ip != victim.pod_ip,
                "2 pods again, one of them new with another address")
         eps = {e.ip for lst in endpoints_for(now.service("web", NAMESPACE), now.pods.values(),
                                              engine.ready_pods(view.name)).values() for e in lst}
-        ev.add("Endpoints", f"{NAMESPACE}/web", "read", ", ".join(sorted(eps)),
+        ev.read("Endpoints", f"{NAMESPACE}/web", "read", ", ".join(sorted(eps)),
                eps == {p.pod_ip for p in pods}, "exactly the two live pods")
         answered = {o.body for o in _connections(now, 1.0) if o.ok}
         ev.add(f"pod {NAMESPACE}/client", "the service", f"{ATTEMPTS} HTTP /hostname",
@@ -120,7 +120,7 @@ def rc_replaces_pod(view: LabView, ev: Evidence) -> str:
              "pod (a share of new connections fail), while the userspace proxy retries and succeeds.",
        source=f"{DOC000} §5 (iptables代理不能自动重试另一个Pod)",
        needs="--disruptive (it silences a pod of its own workload)",
-       applies=lambda view: True, disruptive=True)
+       applies=lambda view: True, disruptive=True, evidence=SOCKET)
 def proxy_retry(view: LabView, ev: Evidence) -> str:
     userspace = view.cluster.config.proxy_mode == "userspace"
     with _scratch(view) as cluster:
@@ -144,13 +144,13 @@ def proxy_retry(view: LabView, ev: Evidence) -> str:
              "and kube-proxy's iptables mode then succeeds every time.",
        source=f"{DOC000} §5 (因此它取决于具有工作准备就绪探测)",
        needs="--disruptive (it silences a pod of its own workload)",
-       applies=lambda view: True, disruptive=True)
+       applies=lambda view: True, disruptive=True, evidence=SOCKET)
 def readiness_recovers(view: LabView, ev: Evidence) -> str:
     with _scratch(view, readiness=True) as cluster:
         victim = _web(cluster)[0]
         with _silenced(cluster, victim):
             gone = _wait(lambda: victim.meta.key not in (engine.ready_pods(view.name) or set()), 10)
-            ev.add("readiness probe", victim.meta.key, "tcpSocket every 1s", "not ready" if gone else "still ready",
+            ev.read("readiness probe", victim.meta.key, "tcpSocket every 1s", "not ready" if gone else "still ready",
                    gone, "the pod turns unready")
             time.sleep(0.5)        # the agent re-syncs the rules right after it publishes
             outcomes = _connections(cluster, 1.0)

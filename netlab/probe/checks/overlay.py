@@ -8,7 +8,7 @@ from .. import sockets
 from ..capture import capture
 from ..catalog import check
 from ..lab import LabView, pod_label
-from ..result import Evidence
+from ..result import PACKET, SOCKET, Evidence
 from . import DOC001, DOC003, DOC004
 
 MAX_FRAMES = 24
@@ -50,7 +50,8 @@ def _pair(view: LabView):
              "outer addresses the two nodes', inner addresses the two pods' own, both ways.",
        source=f"{DOC004} §2.2 (flannel-vxlan), {DOC003} §4 (原封不动的传递到目标容器内), {DOC001}",
        needs="the vxlan backend and pods on two nodes, one with a TCP port",
-       applies=lambda view: view.cluster.config.backend == "vxlan" and _pair(view) is not None)
+       applies=lambda view: view.cluster.config.backend == "vxlan" and _pair(view) is not None,
+       evidence=PACKET)
 def vxlan_encap(view: LabView, ev: Evidence) -> str:
     cfg = view.cluster.config
     src, dst, port = _pair(view)
@@ -61,7 +62,7 @@ def vxlan_encap(view: LabView, ev: Evidence) -> str:
                           count=MAX_FRAMES, timeout=CAPTURE_SECONDS)
     # A refused connection still proves the overlay (the RST comes back encapsulated too).
     ev.add(pod_label(src), f"{dst.pod_ip}:{port} ({dst.meta.key})", "TCP connect",
-           out.seen, out.ok or out.seen == "connection refused", "an answer")
+           out.seen, out.ok or out.seen == "connection refused", "an answer", kind=SOCKET)
     sent = f"capture on underlay ports {', '.join(ports)} (at most {MAX_FRAMES} frames, {CAPTURE_SECONDS:g}s)"
     for label, outer, inner in (("there", (a.internal_ip, b.internal_ip), (src.pod_ip, dst.pod_ip)),
                                 ("back", (b.internal_ip, a.internal_ip), (dst.pod_ip, src.pod_ip))):
@@ -72,5 +73,5 @@ def vxlan_encap(view: LabView, ev: Evidence) -> str:
                     f"{inner[0]} > {inner[1]}")
         seen = hit["line"] if hit else ("; ".join(f["line"] for f in frames[:3]) or "no VXLAN frame")
         ev.add(f"underlay ({label})", f"{b.name if label == 'there' else a.name}", sent, seen,
-               hit is not None, expected)
+               hit is not None, expected, kind=PACKET)
     return f"{a.name} -> {b.name}: VXLAN vni {cfg.vxlan_vni} on UDP {cfg.vxlan_port}, pod addresses inside"

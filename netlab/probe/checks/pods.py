@@ -17,7 +17,7 @@ from ..catalog import check
 from ..lab import LabView, pod_hostname, pod_label
 from ..landing import land
 from ..nsview import Namespace, Route
-from ..result import Evidence
+from ..result import SOCKET, STATE, Evidence
 from . import DOC000, DOC001, DOC002, DOC003, DOC004
 
 CLONE_NEWUTS = 0x04000000
@@ -34,14 +34,14 @@ def _multi_container(view: LabView) -> list[Pod]:
              "answers on 127.0.0.1 inside the pod.",
        source=f"{DOC000} §1, {DOC001} (pod内部容器之间), {DOC002} (容器到容器的通信)",
        needs="a pod with two or more containers and a declared TCP port",
-       applies=lambda view: bool(_multi_container(view)))
+       applies=lambda view: bool(_multi_container(view)), evidence=SOCKET)
 def container_localhost(view: LabView, ev: Evidence) -> str:
     for pod in _multi_container(view):
         ns = view.netns(pod)
         pod_inode = netns.inode(ns)
         for name, pid in view.container_pids(pod).items():
             inode = os.stat(f"/proc/{pid}/ns/net").st_ino
-            ev.add(f"container {pod.meta.key}/{name} (pid {pid})", f"netns {ns}", "compare namespace inodes",
+            ev.read(f"container {pod.meta.key}/{name} (pid {pid})", f"netns {ns}", "compare namespace inodes",
                    f"net:[{inode}] vs pod net:[{pod_inode}]", inode == pod_inode, "the pod's own namespace")
         for c in pod.spec.containers:
             for port in (p.container_port for p in c.ports if p.protocol == "TCP"):
@@ -73,7 +73,7 @@ def _running(view: LabView) -> list[Pod]:
              "network, UTS (hostname = pod name), IPC and PID namespaces.",
        source=f"{DOC002} (Pod中的应用容器共享…; pause容器), {DOC004} §1",
        needs="a pod with a running container",
-       applies=lambda view: bool(_running(view)))
+       applies=lambda view: bool(_running(view)), evidence=STATE)
 def pod_shared_namespaces(view: LabView, ev: Evidence) -> str:
     for pod in _running(view):
         holder = view.status.get(pod.meta.key, {}).get("holderPid")
@@ -84,7 +84,7 @@ def pod_shared_namespaces(view: LabView, ev: Evidence) -> str:
             host = _hostname_in_uts_of(pid)
             ok = not differ and host == pod_hostname(pod)
             seen = (f"differs in {', '.join(differ)}" if differ else "net, uts, ipc, pid shared") + f"; hostname {host!r}"
-            ev.add(f"container {pod.meta.key}/{name} (pid {pid})", f"pod holder (pid {holder})",
+            ev.read(f"container {pod.meta.key}/{name} (pid {pid})", f"pod holder (pid {holder})",
                    "compare /proc/PID/ns/* and read the hostname", seen, ok,
                    f"all four shared and hostname {pod_hostname(pod)!r}")
     return "every running container shares its pod's namespaces and hostname"
@@ -101,7 +101,7 @@ def _eth0_addresses(ns: str) -> list[str]:
              "so a pod IP says which node to send to.",
        source=f"{DOC000} §3, {DOC003} §3 (Pod的IP不能冲突; 将Pod的IP和所在的Node的IP关联起来)",
        needs="a pod",
-       applies=lambda view: bool(view.pods))
+       applies=lambda view: bool(view.pods), evidence=STATE)
 def pod_ip_unique(view: LabView, ev: Evidence) -> str:
     owners: dict[str, str] = {}
     for pod in view.pods:
@@ -110,7 +110,7 @@ def pod_ip_unique(view: LabView, ev: Evidence) -> str:
         clashes = [owners[a] for a in found if a in owners]
         ok = found == [pod.pod_ip] and ipaddress.ip_address(pod.pod_ip) in subnet and not clashes
         seen = f"eth0 has {', '.join(found) or 'no address'}" + (f", also on {', '.join(clashes)}" if clashes else "")
-        ev.add(pod_label(pod), f"node {pod.spec.node_name} subnet {subnet}", "netlink: eth0 addresses",
+        ev.read(pod_label(pod), f"node {pod.spec.node_name} subnet {subnet}", "netlink: eth0 addresses",
                seen, ok, f"only {pod.pod_ip}, inside {subnet}, on no other pod")
         owners.update({a: pod.meta.key for a in found})
     return f"{len(view.pods)} pods, {len(owners)} distinct addresses, each in its node's subnet"
@@ -121,7 +121,7 @@ def pod_ip_unique(view: LabView, ev: Evidence) -> str:
              "subnet to the overlay (flannel.1), or with host-gw to that node's address.",
        source=f"{DOC001} (跨节点通讯: flannel 添加的路由), {DOC003} §4",
        needs="two or more nodes",
-       applies=lambda view: len(view.cluster.nodes) > 1)
+       applies=lambda view: len(view.cluster.nodes) > 1, evidence=STATE)
 def node_routes(view: LabView, ev: Evidence) -> str:
     backend = view.cluster.config.backend
     for node in view.cluster.nodes:
@@ -136,7 +136,7 @@ def node_routes(view: LabView, ev: Evidence) -> str:
                 else:
                     want = Route("unicast", "eth0", other.internal_ip)
                 route = space.route(target)
-                ev.add(f"node {node.name}", f"{target} (node {other.name}'s subnet)", "route get",
+                ev.read(f"node {node.name}", f"{target} (node {other.name}'s subnet)", "route get",
                        str(route), route == want, str(want))
         finally:
             space.close()
@@ -180,7 +180,7 @@ def _targets(view: LabView, same_node: bool) -> list[tuple[Pod, Pod, int]]:
              "receiver sees the sender's own pod IP (no NAT).",
        source=f"{DOC000} §2, {DOC002} (同一个Node内的Pod之间的通信), {DOC004} §2.1",
        needs="two pods on one node, one of them with a TCP port",
-       applies=lambda view: bool(_targets(view, True)))
+       applies=lambda view: bool(_targets(view, True)), evidence=SOCKET)
 def pod_same_node(view: LabView, ev: Evidence) -> str:
     _direct_all(view, ev, _targets(view, True))
     return "each pod reached a neighbour on its node, source address intact"
@@ -191,7 +191,7 @@ def pod_same_node(view: LabView, ev: Evidence) -> str:
              "sender's own pod IP (no NAT).",
        source=f"{DOC000} §3, {DOC001} (两个pod分布在不同主机之上), {DOC003} §3",
        needs="pods on two nodes, one of them with a TCP port",
-       applies=lambda view: bool(_targets(view, False)))
+       applies=lambda view: bool(_targets(view, False)), evidence=SOCKET)
 def pod_cross_node(view: LabView, ev: Evidence) -> str:
     _direct_all(view, ev, _targets(view, False))
     return "each pod was reached from another node, source address intact"
