@@ -1,4 +1,7 @@
-"""A running lab as the probes see it: the model, what runs, and which features are present.
+"""A running lab as the probes see it: the model and what runs.
+
+What a check applies to is read here from the model (services, their endpoints, pods), never
+from the kernel: a lab whose rules are missing must fail its checks, not skip them.
 
 Probes pick their sources and targets here, so every check chooses the same way: pods in a
 stable order (node, namespace, name), the ports each pod serves the network on, and the
@@ -6,7 +9,6 @@ service endpoints computed the way the endpoints controller does (ready pods onl
 """
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,9 +22,6 @@ from ..kernel.netns import alive
 from ..plan import network as netplan
 from ..runtime.workloads import BUILTIN, resolve
 from . import conntable, rules
-
-PROXY_ENTRY_CHAINS = {"iptables": "KUBE-SERVICES", "userspace": "KUBE-PORTALS-CONTAINER"}
-
 
 def pod_label(pod: Pod) -> str:
     return f"pod {pod.meta.key} {pod.pod_ip}"
@@ -158,15 +157,6 @@ class LabView:
         return self.cluster.config.proxy_mode
 
     @cached_property
-    def dataplane(self) -> bool:
-        """kube-proxy's rules are in place: netlab has a data plane and a node has its entry
-        chain (KUBE-SERVICES in iptables mode, KUBE-PORTALS-CONTAINER in userspace mode)."""
-        if importlib.util.find_spec("netlab.dataplane") is None:
-            return False
-        entry = PROXY_ENTRY_CHAINS.get(self.proxy_mode)
-        return any(entry in rules.read(n.netns, ("nat",))["nat"].chains for n in self.cluster.nodes)
-
-    @cached_property
     def dns_service(self) -> Optional[Service]:
         """The cluster DNS service: the one holding the lab's DNS address, if any."""
         return next((s for s in self.services if s.cluster_ip == self.cluster.config.dns_ip), None)
@@ -176,11 +166,14 @@ def programmed(view: LabView) -> bool:
     """Every pod is ready and, in iptables mode, every node's rules DNAT to every endpoint."""
     if not view.ready >= set(view.cluster.pods):
         return False
-    if view.proxy_mode != "iptables" or not view.dataplane:
+    if view.proxy_mode != "iptables":
         return True
     wanted = {str(ep) for proto in ("TCP", "UDP") for s, p in view.service_ports(proto) for ep in view.endpoints(s, p)}
-    for node in view.cluster.nodes:
-        nat = rules.read(node.netns, ("nat",))["nat"]
+    for node in view.cluster.nodes if wanted else ():
+        try:
+            nat = rules.read(node.netns, ("nat",))["nat"]
+        except rules.Unreadable:
+            return False
         if not wanted <= {r.args[r.args.index("--to-destination") + 1] for r in nat.rules() if r.target == "DNAT"}:
             return False
     return True

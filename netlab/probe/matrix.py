@@ -4,7 +4,7 @@ pingall for the Kubernetes model.
 A destination pod is tried on its first declared TCP port: GET /hostname where netexec
 serves it (the answer must be that pod's name, so a wrong pod answering counts as a
 failure), a plain TCP connect otherwise; a pod without a TCP port gets an ICMP echo.
-Services (when kube-proxy's rules are in place) are tried at ClusterIP:port. Probes run on
+Services with endpoints (in the model) are tried at ClusterIP:port. Probes run on
 a bounded pool of threads, each of which enters the source pod's namespace before a probe.
 """
 from __future__ import annotations
@@ -81,9 +81,6 @@ def pod_column(view: LabView, pod: Pod) -> Column:
 
 def columns(view: LabView, notes: list[str]) -> list[Column]:
     cols = [pod_column(view, p) for p in view.pods]
-    if not view.dataplane:
-        notes.append("services left out: no service data plane (KUBE-SERVICES) in this lab")
-        return cols
     for svc, port in view.service_ports("TCP"):
         if view.endpoints(svc, port):
             cols.append(Column(f"svc {svc.meta.key}:{port.port}", svc.cluster_ip, port.port, "tcp"))

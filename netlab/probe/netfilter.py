@@ -99,9 +99,9 @@ def match(rule: Rule, pkt: Packet, where: Where) -> tuple[Optional[bool], float,
         elif opt == "--set":
             note = "session affinity: remembers this client's endpoint"
             ok, value = True, None
-        elif opt in ("--comment", "--mode", "--name", "--seconds"):
+        elif opt in ("--comment", "--mode", "--name", "--seconds", "--mask"):
             ok = True
-        elif opt in ("--reap",):
+        elif opt in ("--reap", "--rsource", "--rdest"):
             ok, value = True, None
         else:
             return None, 1.0, f"not evaluated: {opt}"

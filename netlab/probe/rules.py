@@ -9,6 +9,8 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 
+from ..model.errors import StateError
+
 SAVE = "iptables-legacy-save"
 
 
@@ -62,13 +64,27 @@ def parse(text: str) -> dict[str, Table]:
     return tables
 
 
+class Unreadable(StateError):
+    """A table's rules could not be read: nothing may be concluded from them (never 'empty')."""
+
+
 def read(netns: str, tables: tuple[str, ...] = ("nat", "filter")) -> dict[str, Table]:
-    """The tables of a namespace; a table iptables never touched there comes back empty."""
+    """The tables of a namespace (iptables-save loads a table it is asked for, so one
+    iptables never touched comes back with its built-in chains and no rules). A save that
+    fails, or prints no such table, raises Unreadable."""
     found: dict[str, Table] = {}
     for table in tables:
-        proc = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", SAVE, "-c", "-t", table],
-                              capture_output=True, text=True, timeout=10)
-        found[table] = parse(proc.stdout).get(table, Table(table))
+        argv = ["nsenter", f"--net=/run/netns/{netns}", SAVE, "-c", "-t", table]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Unreadable(f"cannot read the {table} table of {netns}: {exc}") from None
+        parsed = parse(proc.stdout).get(table)
+        if proc.returncode != 0 or parsed is None:
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}, no *{table} in its output"]
+            why = lines[-1]
+            raise Unreadable(f"cannot read the {table} table of {netns}: {SAVE}: {why}")
+        found[table] = parsed
     return found
 
 

@@ -8,9 +8,10 @@ from .. import sockets
 from ..catalog import check
 from ..lab import LabView, pod_label
 from ..landing import coverage, land
-from ..result import Evidence
+from ..proxyrules import Entry, NodeTables, expect_rules, node_addresses
+from ..result import SOCKET, Evidence
 from . import DOC002, DOC004
-from .services import judge_landing, node_addresses, served
+from .services import judge_landing, served
 
 
 def _node_ports(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
@@ -22,9 +23,13 @@ def _node_ports(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint
              "outside the cluster, whether or not the node runs one of its pods; the pod sees the "
              "node that took the connection (SNAT), so replies go back the same way.",
        source=f"{DOC002} (NodePort: 在Kubernetes集群中的每个Node上打开一个主机上的真实端口号), {DOC004} §4.2",
-       needs="the service data plane and a NodePort (or LoadBalancer) service with endpoints",
-       applies=lambda view: view.dataplane and bool(_node_ports(view)))
+       needs="a NodePort (or LoadBalancer) service with endpoints",
+       applies=lambda view: bool(_node_ports(view)), evidence=SOCKET)
 def nodeport_outside(view: LabView, ev: Evidence) -> str:
+    tables = NodeTables(view)
+    for node in view.cluster.nodes:
+        for svc, port, eps in _node_ports(view):
+            expect_rules(view, ev, tables, node, svc, port, eps, Entry("nodeport", node.internal_ip, port.node_port))
     for svc, port, eps in _node_ports(view):
         count = coverage(len(eps))
         for node in view.cluster.nodes:
@@ -47,9 +52,13 @@ def _balancers(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]
        claim="A LoadBalancer service answers on its load-balancer address from outside the "
              "cluster: the underlay routes the address to the nodes, whose rules pick a pod.",
        source=f"{DOC002} (LoadBalancer: 需要指定负载均衡器的IP地址), {DOC004} §4.2",
-       needs="the service data plane and a LoadBalancer service with endpoints",
-       applies=lambda view: view.dataplane and bool(_balancers(view)))
+       needs="a LoadBalancer service with endpoints",
+       applies=lambda view: bool(_balancers(view)), evidence=SOCKET)
 def loadbalancer_outside(view: LabView, ev: Evidence) -> str:
+    tables = NodeTables(view)
+    for node in view.cluster.nodes:
+        for svc, port, eps in _balancers(view):
+            expect_rules(view, ev, tables, node, svc, port, eps, Entry("outside", svc.load_balancer_ip, port.port))
     nodes = {ip: n.name for n in view.cluster.nodes for ip in node_addresses(n)}
     for svc, port, eps in _balancers(view):
         count = coverage(len(eps))
@@ -72,8 +81,8 @@ def _egress_clients(view: LabView):
        claim="A pod reaching the internet leaves with its node's address (SNAT by iptables), "
              "so the replies find their way back to the pod.",
        source=f"{DOC004} §4.1 (Service到Internet: iptables执行源NAT(SNAT))",
-       needs="the service data plane (it brings the egress masquerade) and a pod",
-       applies=lambda view: view.dataplane and bool(_egress_clients(view)))
+       needs="a pod",
+       applies=lambda view: bool(_egress_clients(view)), evidence=SOCKET)
 def egress_snat(view: LabView, ev: Evidence) -> str:
     clients = _egress_clients(view)
     with sockets.Listener(view.internet_netns, view.internet_ip, limit=len(clients)) as server:

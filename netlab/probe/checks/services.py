@@ -2,6 +2,8 @@
 ClientIP session affinity, and the REJECT of a service without endpoints."""
 from __future__ import annotations
 
+from typing import Optional
+
 from ...model.cluster import Node
 from ...model.objects import Pod, Service, ServicePort
 from ...model.services import Endpoint
@@ -9,7 +11,8 @@ from .. import sockets
 from ..catalog import check
 from ..lab import LabView, pod_hostname, pod_label
 from ..landing import Landing, coverage, land
-from ..result import Evidence
+from ..proxyrules import Entry, NodeTables, expect_reject, expect_rules, node_addresses
+from ..result import SOCKET, Evidence
 from . import DOC000, DOC001, DOC002, DOC003
 
 AFFINITY_CONNECTIONS = 16
@@ -29,9 +32,14 @@ def target(svc: Service, port: ServicePort) -> str:
     return f"{svc.cluster_ip}:{port.port} (service {svc.meta.key})"
 
 
-def node_addresses(node: Node) -> set[str]:
-    """The addresses a node masquerades to: its underlay IP, cni0's and flannel.1's."""
-    return {node.internal_ip, node.gateway, node.vtep_ip}
+def read_rules(view: LabView, ev: Evidence, targets, way: str = "pod",
+               nodes: Optional[list[Node]] = None) -> None:
+    """Every node's nat table must carry kube-proxy's rules for each (service, port,
+    endpoints) of the model: recorded as reads of kernel state before any traffic is sent."""
+    tables = NodeTables(view)
+    for node in nodes if nodes is not None else view.cluster.nodes:
+        for svc, port, eps in targets:
+            expect_rules(view, ev, tables, node, svc, port, eps, Entry(way, svc.cluster_ip, port.port))
 
 
 def judge_landing(landing: Landing, count: int, client_sees: str) -> tuple[bool, str, str]:
@@ -65,9 +73,10 @@ def _peers_ok(landing: Landing, allowed_ips: set[str], client: Pod | None = None
              "service's pods, which sees the client's own pod IP (iptables mode: DNAT only) or its "
              "node's kube-proxy (userspace mode: the proxy connects on the client's behalf).",
        source=f"{DOC000} §4-5, {DOC001} (pod 访问service服务), {DOC002} (Pod到Service之间的通信)",
-       needs="the service data plane (kube-proxy's rules) and a service with endpoints",
-       applies=lambda view: view.dataplane and bool(served(view) or served(view, "UDP")))
+       needs="a service with endpoints (ready pods it selects)",
+       applies=lambda view: bool(served(view) or served(view, "UDP")), evidence=SOCKET)
 def service_clusterip(view: LabView, ev: Evidence) -> str:
+    read_rules(view, ev, served(view) + served(view, "UDP"))
     for svc, port, eps in served(view):
         count = coverage(len(eps))
         for node in view.cluster.nodes:
@@ -99,9 +108,10 @@ def service_clusterip(view: LabView, ev: Evidence) -> str:
        claim="A node itself reaches a service at ClusterIP:port (the OUTPUT chain has the same "
              "rules); the pod sees the node's address.",
        source=f"{DOC002} (集群内的节点通过虚拟IP和端口能够访问Service后端的Pod), {DOC001} (KUBE-PORTALS-HOST)",
-       needs="the service data plane (kube-proxy's rules) and a service with endpoints",
-       applies=lambda view: view.dataplane and bool(served(view)))
+       needs="a service with endpoints (ready pods it selects)",
+       applies=lambda view: bool(served(view)), evidence=SOCKET)
 def service_from_node(view: LabView, ev: Evidence) -> str:
+    read_rules(view, ev, served(view), way="node")
     for svc, port, eps in served(view):
         count = coverage(len(eps))
         for node in view.cluster.nodes:
@@ -122,9 +132,10 @@ def _spread_targets(view: LabView) -> list[tuple[Service, ServicePort, list[Endp
        claim="Without session affinity kube-proxy picks an endpoint per connection (at random in "
              "iptables mode, round robin in userspace mode), so connections spread over every pod.",
        source=f"{DOC000} §5 (默认情况下，后端的选择是随机的), {DOC002} (kube-proxy的负载均衡器), {DOC003} §5",
-       needs="the service data plane and a service with two or more endpoints and no affinity",
-       applies=lambda view: view.dataplane and bool(_spread_targets(view)))
+       needs="a service with two or more endpoints and no affinity",
+       applies=lambda view: bool(_spread_targets(view)), evidence=SOCKET)
 def service_lb_spread(view: LabView, ev: Evidence) -> str:
+    read_rules(view, ev, _spread_targets(view))
     for svc, port, eps in _spread_targets(view):
         client = view.client_for(svc)
         count = coverage(len(eps))
@@ -145,9 +156,10 @@ def _sticky(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
 @check("session-affinity",
        claim="With sessionAffinity: ClientIP every connection from one client goes to the same pod.",
        source=f"{DOC000} §5 (service.spec.sessionAffinity设置为“ClientIP”), {DOC002} (Session保持)",
-       needs="the service data plane and a ClientIP-affinity service with two or more endpoints",
-       applies=lambda view: view.dataplane and bool(_sticky(view)))
+       needs="a ClientIP-affinity service with two or more endpoints",
+       applies=lambda view: bool(_sticky(view)), evidence=SOCKET)
 def session_affinity(view: LabView, ev: Evidence) -> str:
+    read_rules(view, ev, _sticky(view))
     for svc, port, eps in _sticky(view):
         client = view.client_for(svc)
         landing = land(view, view.netns(client), svc.cluster_ip, port.port, eps, AFFINITY_CONNECTIONS)
@@ -168,9 +180,13 @@ def _empty(view: LabView) -> list[tuple[Service, ServicePort]]:
              "iptables rules reject its connections at once instead of letting clients hang.",
        source=f"{DOC002} (Service与Endpoints: Endpoint对象随Pod的创建、销毁而更新)",
        needs="kube-proxy in iptables mode (its REJECT rule) and a service without endpoints",
-       applies=lambda view: view.dataplane and view.proxy_mode == "iptables" and bool(_empty(view))
-       and bool(view.pods))
+       applies=lambda view: view.proxy_mode == "iptables" and bool(_empty(view)) and bool(view.pods),
+       evidence=SOCKET)
 def no_endpoints_reject(view: LabView, ev: Evidence) -> str:
+    tables = NodeTables(view)
+    for node in view.cluster.nodes:
+        for svc, port in _empty(view):
+            expect_reject(view, ev, tables, node, svc, port)
     for svc, port in _empty(view):
         client = view.client_for(svc)
         out = sockets.in_netns(view.netns(client), sockets.attempt_tcp, svc.cluster_ip, port.port)
