@@ -17,8 +17,10 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+import yaml
 
 from netlab import engine
+from netlab.model.objects import parse_object
 from netlab.probe import catalog, matrix, runner
 from netlab.probe.lab import LabView, load_settled
 from netlab.probe.result import Status
@@ -157,6 +159,24 @@ def sh(ns: str, *argv: str) -> None:
     subprocess.run(["nsenter", f"--net=/run/netns/{ns}", *argv], check=True, capture_output=True, timeout=10)
 
 
+def break_rules(cluster, nodes: list[str], *commands: tuple[str, ...], gone: str = "-A KUBE-SERVICES ") -> None:
+    """Run iptables commands in the nodes' namespaces until their effect stays: the agent
+    re-syncs the rules when readiness changes (it may still be catching up with the pods'
+    first readiness right after `up`), which would quietly repair the break. `gone` is what
+    must stay absent from the nodes' nat tables."""
+    for _ in range(10):
+        for name in nodes:
+            for argv in commands:
+                subprocess.run(["ip", "netns", "exec", node_ns(cluster, name), "iptables-legacy", *argv],
+                               check=True, capture_output=True, timeout=10)
+        time.sleep(1.0)
+        saved = [subprocess.run(["ip", "netns", "exec", node_ns(cluster, name), "iptables-legacy-save", "-t", "nat"],
+                                check=True, capture_output=True, text=True, timeout=10).stdout for name in nodes]
+        if not any(gone in text for text in saved):
+            return
+    raise AssertionError(f"the agent kept restoring {gone}")
+
+
 def settled(cluster):
     """The lab once its rules send to every ready pod: the agent re-syncs them when readiness
     changes, and a sync after a break would quietly repair it."""
@@ -205,24 +225,93 @@ def test_stopped_pod_server(lab):
 
 
 def test_flushed_nat_table_on_one_node(lab):
-    sh(node_ns(lab, "node1"), "iptables-legacy", "-t", "nat", "-F")
+    break_rules(lab, ["node1"], ("-t", "nat", "-F"))
     # The REJECT for a service without endpoints lives in the filter table: it still works.
     # The DNS checks ask from pod a on node1, whose kube-dns ClusterIP is no longer translated.
-    assert_outcome(verify(lab.name),
-                   fail={"service-clusterip", "service-from-node", "service-lb-spread", "session-affinity",
-                         "nodeport-outside", "egress-snat"} | (DNS if has_dns(lab.name) else set()),
-                   either=frozenset({"loadbalancer-outside"}), applicable=applicable(lab.name))
-
-
-def test_service_checks_do_not_apply_without_kube_services(lab):
-    for node in lab.nodes:
-        sh(node.netns, "iptables-legacy", "-t", "nat", "-F")
-        sh(node.netns, "iptables-legacy", "-t", "nat", "-X")
+    # Every service check reads node1's rules first, so the load-balancer check fails too,
+    # whichever node the underlay's hash picks.
     statuses = verify(lab.name)
-    for check in ("service-clusterip", "service-from-node", "service-lb-spread", "session-affinity",
-                  "no-endpoints-reject", "nodeport-outside", "loadbalancer-outside", "egress-snat", *DNS):
-        assert statuses[check] == Status.NA, check
+    assert_outcome(statuses,
+                   fail={"service-clusterip", "service-from-node", "service-lb-spread", "session-affinity",
+                         "nodeport-outside", "loadbalancer-outside", "egress-snat"}
+                   | (DNS if has_dns(lab.name) else set()),
+                   applicable=applicable(lab.name))
+    assert "node node1" in statuses.summaries["loadbalancer-outside"]
+
+
+SERVICE_CHECKS = ("service-clusterip", "service-from-node", "service-lb-spread", "session-affinity",
+                  "nodeport-outside", "loadbalancer-outside")
+
+
+def test_service_checks_fail_without_kube_proxy_rules(lab):
+    """Whether a service check applies comes from the model (services with ready pods), not
+    from the kernel: rules gone everywhere is a broken data plane, so the checks fail (they
+    used to turn n/a, and verify passed)."""
+    break_rules(lab, [n.name for n in lab.nodes], ("-t", "nat", "-F"), ("-t", "nat", "-X"))
+    statuses = verify(lab.name)
+    for check in (*SERVICE_CHECKS, "egress-snat", *(DNS if has_dns(lab.name) else ())):
+        assert statuses[check] == Status.FAIL, f"{check}: {statuses.summaries[check]}"
+    for check in SERVICE_CHECKS:
+        assert "KUBE-SERVICES is missing" in statuses.summaries[check], statuses.summaries[check]
+    assert Status.NA not in {statuses[c] for c in applicable(lab.name)}
+    assert statuses["no-endpoints-reject"] == Status.PASS       # the filter table is intact
     assert statuses["pod-cross-node"] == Status.PASS
+
+
+def test_flushed_kube_services_chain_fails_verify(lab):
+    """Regression (issue 9): one node's KUBE-SERVICES emptied must make `netlab verify` fail,
+    saying which rule is missing. The agent re-syncs the rules when readiness changes, so the
+    chain is flushed right before verify runs."""
+    break_rules(lab, ["node1"], ("-t", "nat", "-F", "KUBE-SERVICES"))
+    out = _cli("verify", "--lab", lab.name, "-o", "json")
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr
+    by_id = {c["id"]: c for c in json.loads(out.stdout)["checks"]}
+    for check in SERVICE_CHECKS:
+        assert by_id[check]["status"] == "fail", f"{check}: {by_id[check]['summary']}"
+        assert "node node1" in by_id[check]["summary"] and "no rule for" in by_id[check]["summary"]
+        reads = [p for p in by_id[check]["probes"] if p["kind"] == "state"]
+        assert reads and not all(p["ok"] for p in reads)
+    assert by_id["node-routes"]["status"] == "pass" and by_id["node-routes"]["evidence"] == "state"
+
+
+def test_env_vars_come_from_the_containers_not_the_agents_record(lab):
+    """The environment compared is the container's own: wiping the agent's record changes
+    nothing; a Service created after the pods started is rightly absent from them; a PID
+    that is not the pod's process is a failure."""
+    engine.apply(lab.name, [parse_object(yaml.safe_load(LATE_SERVICE), "<test>")])
+    view = LabView.load(lab.name)
+    assert view.cluster.service("late")
+    for st in view.status.values():
+        for c in st.get("containers", []):
+            c["env"] = {}
+    env_check = catalog.select(["env-service-vars"])[0]
+    result = env_check.run(view)
+    assert result.status == Status.PASS, result.summary
+    assert result.evidence.value == "state"
+    reads = {p.src: p for p in result.probes}
+    assert "GET /env" in reads["container default/a/web"].sent
+    # Absent from the pods' environments: created after they started.
+    assert "default/late" in reads["container default/a/web"].seen or "created after" in result.summary
+
+    if has_dns(lab.name):
+        # Point kube-dns's dnsmasq (an exec'd process: /proc/PID/environ) at another pod's process.
+        key = next(k for k in view.status if k.startswith("kube-system/kube-dns"))
+        other = view.status["default/a"]["containers"][0]["pid"]
+        for c in view.status[key]["containers"]:
+            if c["name"] == "dnsmasq":
+                c["pid"] = other
+        result = env_check.run(view)
+        assert result.status == Status.FAIL and "not the pod's net" in result.summary, result.summary
+
+
+LATE_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: late}
+spec:
+  selector: {app: web}
+  ports: [{port: 9999, targetPort: 8080}]
+"""
 
 
 def test_host_gw_has_no_overlay_to_check(make_lab):

@@ -1,20 +1,25 @@
 """Service discovery: environment variables in the containers, and cluster DNS.
 
 The expected variables are spelled out here from the documents, not taken from netlab's own
-generator, so a mistake there shows up as a failure.
+generator, so a mistake there shows up as a failure. The environment compared is the one the
+container really has (its netexec's /env over the pod IP, or /proc/PID/environ of a process
+proven to sit in the pod's network namespace), never the agent's record of what it passed.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from dataclasses import dataclass
 from typing import Optional
 
 from ... import state
+from ...kernel import netns
 from ...model.objects import Pod, Service
 from .. import sockets
 from ..catalog import check
-from ..lab import LabView, pod_label
-from ..result import Evidence
+from ..lab import LabView, pod_hostname, pod_label
+from ..result import SOCKET, STATE, Evidence, Kind
 from . import DOC000, DOC001, DOC002
 
 MASTER = "default/kubernetes"     # the one service every namespace's pods also get variables for
@@ -39,15 +44,119 @@ def expected_vars(svc: Service) -> dict[str, str]:
     return want
 
 
-def started_envs(view: LabView, pod: Pod) -> dict[str, dict[str, str]]:
-    """Each running container's environment as the agent started it (what `netlab exec` gets).
+ENV_TIMEOUT = 2.0
 
-    /proc/PID/environ cannot stand in for it: netlab's built-in servers are forked from the
-    agent without an exec, so the kernel still shows the agent's environment, and
-    redis-server overwrites that memory with its process title.
-    """
-    return {c["name"]: c.get("env") or {} for c in view.status.get(pod.meta.key, {}).get("containers", [])
-            if c.get("state") == "Running"}
+
+@dataclass
+class RealEnv:
+    """A running container's environment as the container itself has it (not the agent's
+    record of what it passed): read from the process, or asked of netexec over the pod IP."""
+
+    container: str
+    started: float                  # the container's start time (the agent's status)
+    env: Optional[dict[str, str]]   # None: not readable (why says so)
+    how: str                        # how it was read, or why it could not be
+    kind: Kind = STATE
+    bad: bool = False               # the read itself is a finding (a PID in another netns)
+    own: frozenset[str] = frozenset()   # names the container's spec sets itself (they win)
+
+
+def _netexec_port(view: LabView, pod: Pod, container) -> int:
+    """A TCP port this container serves netexec on (its HTTP has /env), or 0."""
+    for port in (p.container_port for p in container.ports if p.protocol == "TCP"):
+        if view.serves_netexec(pod, port):
+            return port
+    return 0
+
+
+def _parse_environ(raw: bytes) -> dict[str, str]:
+    out = {}
+    for entry in raw.split(b"\0"):
+        key, eq, value = entry.partition(b"=")
+        if eq and key:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def _from_proc(view: LabView, pod: Pod, name: str, pid: int, started: float) -> RealEnv:
+    """/proc/PID/environ, once /proc/PID/ns/net is proven to be the pod's namespace. netlab's
+    own servers (forked from the agent, no exec) show the agent's environment there, and
+    redis-server writes its process title over it: neither carries the pod's HOSTNAME."""
+    ns = view.netns(pod)
+    want, inode = netns.inode(ns), None
+    try:
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+        raw = open(f"/proc/{pid}/environ", "rb").read()
+    except OSError as exc:
+        return RealEnv(name, started, None, f"/proc/{pid}/environ: {exc.strerror or exc}")
+    if inode != want:
+        return RealEnv(name, started, None, f"pid {pid} is in net:[{inode}], not the pod's net:[{want}] "
+                       f"(/run/netns/{ns})", bad=True)
+    env = _parse_environ(raw)
+    if env.get("HOSTNAME") != pod_hostname(pod):
+        # A built-in server forked without exec shows the agent's; redis-server writes over it.
+        return RealEnv(name, started, None, f"/proc/{pid}/environ lacks HOSTNAME={pod_hostname(pod)}")
+    return RealEnv(name, started, env, f"read /proc/{pid}/environ (pid in the pod's net:[{want}])")
+
+
+def _from_netexec(view: LabView, pod: Pod, name: str, port: int, started: float) -> Optional[RealEnv]:
+    out = sockets.in_netns(view.netns(pod), sockets.attempt_http, pod.pod_ip, port, "/env", ENV_TIMEOUT)
+    if not out.ok:
+        return None
+    try:
+        env = json.loads(out.body)
+    except ValueError:
+        return None
+    return RealEnv(name, started, {str(k): str(v) for k, v in env.items()},
+                   f"GET /env on {pod.pod_ip}:{port} (its netexec)", SOCKET)
+
+
+def real_envs(view: LabView, pod: Pod) -> list[RealEnv]:
+    """Each running container's own environment (or why it cannot be read)."""
+    found = []
+    pids = view.container_pids(pod)
+    status = {c["name"]: c for c in view.status.get(pod.meta.key, {}).get("containers", [])}
+    for container in pod.spec.containers:
+        if container.name not in pids:
+            continue
+        started = float(status.get(container.name, {}).get("startedAt") or 0.0)
+        port = _netexec_port(view, pod, container)
+        got = _from_netexec(view, pod, container.name, port, started) if port else None
+        real = got or _from_proc(view, pod, container.name, pids[container.name], started)
+        real.own = frozenset(name for name, _ in container.env)
+        found.append(real)
+    return found
+
+
+def service_created(svc: Service) -> float:
+    """When the Service was created (0.0: the model does not say)."""
+    return float(getattr(svc, "created", 0.0) or 0.0)
+
+
+def judge_env(env: dict[str, str], services: list[Service], started: float, own: frozenset[str] = frozenset()
+              ) -> tuple[dict[str, str], list[str], list[str], list[str]]:
+    """(variables wanted, wrong ones as "K=V", services taken as newer for want of a creation
+    time, services created after the container started) for one container's environment.
+
+    A service created after the container started is rightly absent (kubelet sets the
+    variables at start; a predecessor of the same name may have left old ones). One the
+    model gives no creation time is judged by what is there: none of its variables means it
+    may be newer; some of them means all must be right. Names the container's own spec sets
+    (`own`) win over service variables, as in kubelet, and are not compared."""
+    want: dict[str, str] = {}
+    absent, later = [], []
+    for svc in services:
+        created = service_created(svc)
+        if created and started and created > started:
+            later.append(svc.meta.key)
+            continue
+        expected = expected_vars(svc)
+        if not created and not any(k in env for k in expected):
+            absent.append(svc.meta.key)
+            continue
+        want.update({k: v for k, v in expected.items() if k not in own})
+    wrong = [f"{k}={env.get(k, '<unset>')}" for k, v in want.items() if env.get(k) != v]
+    return want, wrong, absent, later
 
 
 def _env_capable(view: LabView) -> bool:
@@ -58,24 +167,52 @@ def _visible(view: LabView, pod: Pod) -> list[Service]:
     return [s for s in view.services if s.meta.namespace == pod.meta.namespace or s.meta.key == MASTER]
 
 
+def _unreadable(ev: Evidence, skipped: list[str]) -> None:
+    """Containers with neither netexec's /env nor a /proc/PID/environ of their own (netlab's
+    built-in servers are forked without exec; redis-server writes its title over it)."""
+    if skipped:
+        ev.note(f"left out, environment not readable: {', '.join(skipped[:3])}" + (" ..." if len(skipped) > 3 else ""))
+
+
 @check("env-service-vars",
        claim="Every container gets {SVC}_SERVICE_HOST/_PORT and the Docker-link variables "
-             "({SVC}_PORT_<port>_TCP...) of each service of its namespace, with the ClusterIP.",
+             "({SVC}_PORT_<port>_TCP...) of each service of its namespace that existed when it "
+             "started, with the ClusterIP (a service created later is absent: kubelet sets the "
+             "variables at container start).",
        source=f"{DOC001} (环境变量: REDIS_MASTER_SERVICE_HOST=…), {DOC002} (容器的Service环境变量)",
        needs="environment-variable discovery in netlab and a service with a ClusterIP",
-       applies=lambda view: _env_capable(view) and any(_visible(view, p) and started_envs(view, p)
-                                                        for p in view.pods))
+       applies=lambda view: _env_capable(view) and any(_visible(view, p) and view.container_pids(p)
+                                                        for p in view.pods), evidence=STATE)
 def env_service_vars(view: LabView, ev: Evidence) -> str:
-    # netlab keeps no creation time for services; labs built by `up` create them before pods.
-    ev.note("every service is taken to be older than every pod, as `netlab up` makes them")
+    skipped, newer, undated = [], 0, set()
     for pod in view.pods:
         services = _visible(view, pod)
-        want = {k: v for svc in services for k, v in expected_vars(svc).items()}
-        for name, env in started_envs(view, pod).items():
-            wrong = [f"{k}={env.get(k, '<unset>')}" for k, v in want.items() if env.get(k) != v]
-            ev.add(f"container {pod.meta.key}/{name}", f"{len(services)} services", "its environment at start",
-                   "; ".join(wrong[:3]) or f"{len(want)} variables as documented",
-                   not wrong, "; ".join(f"{k}={want[k]}" for k in list(want)[:2]) + " ...")
+        if not services:
+            continue
+        for real in real_envs(view, pod):
+            where = f"container {pod.meta.key}/{real.container}"
+            if real.env is None:
+                if real.bad:
+                    ev.read(where, "its process (agent's status)", "compare /proc/PID/ns/net with the pod's",
+                            real.how, False, "a process in the pod's network namespace")
+                else:
+                    skipped.append(f"{pod.meta.key}/{real.container}")
+                continue
+            want, wrong, absent, later = judge_env(real.env, services, real.started, real.own)
+            newer += len(later)
+            undated.update(absent)
+            counted = len(services) - len(absent) - len(later)
+            seen = "; ".join(wrong[:3]) or f"{len(want)} variables as documented"
+            if absent:
+                seen += f"; none for {', '.join(absent)}"
+            ev.add(where, f"{counted} of {len(services)} services", real.how, seen, not wrong,
+                   "; ".join(f"{k}={want[k]}" for k in list(want)[:2]) + " ...", kind=real.kind)
+    _unreadable(ev, skipped)
+    if newer:
+        ev.note(f"{newer} service/container pair(s) left out: the service was created after the container started")
+    if undated:
+        ev.note(f"no variables for {', '.join(sorted(undated))} in some containers, taken as created after "
+                "them: the model records no creation time for services")
     return "every container carries its namespace's service variables"
 
 
@@ -90,18 +227,27 @@ def _foreign(view: LabView, pod: Pod) -> list[Service]:
              "namespaces.",
        source=f"{DOC001} (环境变量是租户隔离的，即Pod只能获取同Namespace中的Service的环境变量)",
        needs="environment-variable discovery and a service in a namespace other than a pod's",
-       applies=lambda view: _env_capable(view) and any(_foreign(view, p) and started_envs(view, p)
-                                                        for p in view.pods))
+       applies=lambda view: _env_capable(view) and any(_foreign(view, p) and view.container_pids(p)
+                                                        for p in view.pods), evidence=STATE)
 def env_namespace_scoped(view: LabView, ev: Evidence) -> str:
+    skipped = []
     for pod in view.pods:
         foreign = _foreign(view, pod)
-        for name, env in started_envs(view, pod).items() if foreign else ():
+        for real in real_envs(view, pod) if foreign else ():
+            where = f"container {pod.meta.key}/{real.container}"
+            if real.env is None:
+                if real.bad:
+                    ev.read(where, "its process (agent's status)", "compare /proc/PID/ns/net with the pod's",
+                            real.how, False, "a process in the pod's network namespace")
+                else:
+                    skipped.append(f"{pod.meta.key}/{real.container}")
+                continue
             leaked = [f"{env_prefix(s.meta.name)}_SERVICE_HOST" for s in foreign
-                      if f"{env_prefix(s.meta.name)}_SERVICE_HOST" in env]
-            ev.add(f"container {pod.meta.key}/{name}",
-                   f"services of other namespaces: {', '.join(s.meta.key for s in foreign)}",
-                   "its environment at start", f"has {', '.join(leaked)}" if leaked else "none of theirs",
-                   not leaked, "no variables of other namespaces")
+                      if f"{env_prefix(s.meta.name)}_SERVICE_HOST" in real.env]
+            ev.add(where, f"services of other namespaces: {', '.join(s.meta.key for s in foreign)}",
+                   real.how, f"has {', '.join(leaked)}" if leaked else "none of theirs",
+                   not leaked, "no variables of other namespaces", kind=real.kind)
+    _unreadable(ev, skipped)
     return "no container saw another namespace's services"
 
 
@@ -171,8 +317,8 @@ def cluster_first(view: LabView) -> list[Pod]:
 
 
 def _dns(view: LabView) -> bool:
-    """A cluster DNS service, reachable at its ClusterIP only through kube-proxy's rules."""
-    return view.dns_service is not None and view.dataplane
+    """A cluster DNS service (reachable at its ClusterIP through kube-proxy's rules)."""
+    return view.dns_service is not None
 
 
 def _zone(view: LabView) -> str:
@@ -186,8 +332,8 @@ def _named(view: LabView) -> list[Service]:
 @check("dns-service-fqdn",
        claim="Cluster DNS answers <service>.<namespace>.svc.cluster.local with the service's ClusterIP.",
        source=f"{DOC000} §6 (service名称.namespace.svc.cluster.local的A记录), {DOC002} (DNS)",
-       needs="a cluster DNS service (at the lab's dnsServiceIP), the service data plane and a ClusterFirst pod",
-       applies=lambda view: _dns(view) and bool(cluster_first(view)))
+       needs="a cluster DNS service (at the lab's dnsServiceIP) and a ClusterFirst pod",
+       applies=lambda view: _dns(view) and bool(cluster_first(view)), evidence=SOCKET)
 def dns_service_fqdn(view: LabView, ev: Evidence) -> str:
     client = cluster_first(view)[0]
     for svc in view.services:
@@ -213,8 +359,8 @@ def _short_name_pairs(view: LabView) -> list[tuple[Pod, Service]]:
        claim="A pod finds a service of its own namespace by its bare name, through the search "
              "list in the pod's resolv.conf.",
        source=f"{DOC001} (同在这个命名空间的Pod就可以通过\"my-service\"来得到这个Service分配到的Cluster IP)",
-       needs="a cluster DNS service, the service data plane and a ClusterFirst pod in a service's namespace",
-       applies=lambda view: _dns(view) and bool(_short_name_pairs(view)))
+       needs="a cluster DNS service and a ClusterFirst pod in a service's namespace",
+       applies=lambda view: _dns(view) and bool(_short_name_pairs(view)), evidence=SOCKET)
 def dns_short_name(view: LabView, ev: Evidence) -> str:
     for pod, svc in _short_name_pairs(view):
         found, seen = resolve(view, pod, svc.meta.name)
@@ -237,8 +383,8 @@ def _cross_pairs(view: LabView) -> list[tuple[Pod, Service]]:
 @check("dns-other-namespace",
        claim="A pod finds a service of another namespace as <service>.<namespace>.",
        source=f"{DOC001} (在其它名字空间的Pod则可以用全限定名\"my-service.my-ns\"来获得这个Service的地址)",
-       needs="a cluster DNS service, the service data plane and a service outside a ClusterFirst pod's namespace",
-       applies=lambda view: _dns(view) and bool(_cross_pairs(view)))
+       needs="a cluster DNS service and a service outside a ClusterFirst pod's namespace",
+       applies=lambda view: _dns(view) and bool(_cross_pairs(view)), evidence=SOCKET)
 def dns_other_namespace(view: LabView, ev: Evidence) -> str:
     for pod, svc in _cross_pairs(view):
         name = f"{svc.meta.name}.{svc.meta.namespace}"

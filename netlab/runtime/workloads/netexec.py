@@ -7,6 +7,8 @@ HTTP on each TCP port:
   /echo?msg=M&code=N M, with status N (default 200)
   /healthz           200 "ok", or 412 after /sethealth?ok=false (to fail probes on purpose)
   /sethealth?ok=B    set what /healthz answers
+  /env               the process's environment as a JSON object (what the container was
+                     started with: Service variables included; netlab verify reads it)
 UDP on each UDP port, one reply per datagram: "echo M" -> M, "clientip" -> "ip:port",
 anything else ("hostname" included) -> the hostname.
 Unlike agnhost there is no /shell, /upload or /exit: nothing here runs commands.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import socket
 import socketserver
 from collections.abc import Iterable
@@ -64,6 +68,10 @@ def _echo(handler: _HTTPHandler, query: Query) -> tuple[int, str]:
     return int(code), _arg(query, "msg")
 
 
+def _env(handler: _HTTPHandler, query: Query) -> tuple[int, str]:
+    return 200, json.dumps(dict(sorted(os.environ.items())))
+
+
 def _healthz(handler: _HTTPHandler, query: Query) -> tuple[int, str]:
     return (200, "ok") if handler.server.health.ok else (412, "unhealthy (set by /sethealth)")
 
@@ -78,7 +86,7 @@ def _sethealth(handler: _HTTPHandler, query: Query) -> tuple[int, str]:
 
 _ROUTES: dict[str, Route] = {
     "/": _root, "/hostname": _hostname, "/hostName": _hostname, "/clientip": _clientip,
-    "/echo": _echo, "/healthz": _healthz, "/sethealth": _sethealth,
+    "/echo": _echo, "/healthz": _healthz, "/sethealth": _sethealth, "/env": _env,
 }
 
 
