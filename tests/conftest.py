@@ -21,9 +21,21 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def lab_name() -> str:
-    """A unique lab name per test, so tests never collide with each other or a user's lab."""
-    return "t" + uuid.uuid4().hex[:8]
+def lab_name():
+    """A unique lab name per test, so tests never collide with each other or a user's lab.
+
+    The logs a failed `up` keeps for its user (state.FAILED) are the test's to remove."""
+    import shutil
+    from netlab import state
+    name = "t" + uuid.uuid4().hex[:8]
+    yield name
+    failed = state.STATE_ROOT / state.FAILED
+    for kept in failed.glob(f"{name}*"):
+        shutil.rmtree(kept, ignore_errors=True)
+    try:
+        failed.rmdir()                 # only if no other failed run is kept there
+    except OSError:
+        pass
 
 
 @pytest.fixture

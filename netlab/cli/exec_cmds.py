@@ -59,17 +59,16 @@ def _close(fds: dict[str, int]) -> None:
         os.close(fd)
 
 
-def pod_exec_argv(fds: dict[str, int], command: List[str]) -> list[str]:
+def pod_exec_argv(fds: dict[str, int], command: List[str], confine: List[str] = ()) -> list[str]:
     """nsenter into the pod's namespaces and root (those of its holder, as containers share
-    them), each named by an open descriptor, never by a PID that could be reused."""
+    them), each named by an open descriptor, never by a PID that could be reused; `confine`
+    (runtime.pods.confine_argv) gives the command what the container has, and no more."""
     import shutil
     nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
     argv = [nsenter] + [f"--{option}=/proc/self/fd/{fds[option]}" for option, _ in POD_NAMESPACES]
     # --wd is the root again: opened by path in nsenter's own root, "/" would be the host's.
     argv += [f"--root=/proc/self/fd/{fds['root']}", f"--wd=/proc/self/fd/{fds['root']}"]
-    # Containment: when the pod runtime offers a way to give exec'd commands a container's
-    # capabilities (see netlab/runtime/caps.py), it goes here, between nsenter and the command.
-    return argv + ["--", *command]
+    return argv + [*confine, "--", *command]
 
 
 @app.command("exec")
@@ -126,7 +125,10 @@ def run_exec(*, target: Optional[str], command: List[str], container: Optional[s
     cname = container or names_in_pod[0]
     # The container's environment as the agent set it when the container started.
     env = next((c.get("env") for c in st.get("containers", []) if c["name"] == cname), None) or None
-    argv = pod_exec_argv(fds, command)
+    # Without confinement the command would have all of root's capabilities in the pod, and
+    # could remount the host's read-only filesystem.
+    from ..runtime import pods as podproc
+    argv = pod_exec_argv(fds, command, podproc.confine_argv(podproc.security_of(pod, name).container(cname)))
     os.execve(argv[0], argv, env if env is not None else os.environ)
 
 

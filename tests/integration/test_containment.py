@@ -233,3 +233,23 @@ def test_emptydir_shared_by_two_containers(make_lab):
     seen = subprocess.run(["nsenter", f"--target={holder}", "--mount", "cat", "/data/msg"],
                           capture_output=True, text=True)
     assert seen.stdout.strip() == "hello-from-writer"
+
+
+def test_netlab_exec_is_confined_like_the_container(make_lab):
+    """`netlab exec` runs with the container's capabilities and user, not all of root's: it
+    cannot remount the host's read-only filesystem from inside the pod."""
+    import sys
+    cluster = make_lab(manifests=USERS)
+    lab = cluster.name
+    wait_for(lambda: "mine" in log_of(lab, "users", "pod-level"), 20, "the pod-level container")
+    marker = Path("/etc/netlab-exec-escape")
+    script = ("mount -o remount,rw /etc && touch /etc/netlab-exec-escape && echo ESCAPED; "
+              "grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs)' /proc/self/status")
+    for container, uid, caps in (("root-net-admin", "0", DOCKER_DEFAULT & ~(1 << 13) | (1 << 12)),
+                                 ("own-level", "2000", 0)):
+        proc = subprocess.run([sys.executable, "-m", "netlab", "exec", "users", "-c", container, "--lab", lab,
+                               "--", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+        status = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+        assert "ESCAPED" not in proc.stdout and not marker.exists()
+        assert status["Uid"].split()[0] == uid
+        assert int(status["CapBnd"], 16) == caps and status["NoNewPrivs"].strip() == "1"
