@@ -21,7 +21,8 @@ VERBOSE = {"on": False}
 
 
 class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so `up` rolls back what it built."""
+    """Ctrl-C, SIGTERM or SIGHUP arrived: unwind, so `up` rolls back what it built. (Not a
+    KeyboardInterrupt: click would turn that into "Aborted!" and exit code 1.)"""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -31,13 +32,16 @@ class Terminated(BaseException):
 def _on_signal(signum, frame) -> None:
     # Later signals (timeout, CI and terminals often send more than one) must not interrupt
     # the rollback the first one starts; SIGKILL remains for the impatient.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in _HANDLED:
         signal.signal(sig, lambda *_: None)
     raise Terminated(signum)
 
 
+_HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def install_signal_handlers() -> None:
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in _HANDLED:
         signal.signal(sig, _on_signal)
 
 
@@ -76,7 +80,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Terminated as exc:
-        print(f"terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        print("interrupted" if exc.signum == signal.SIGINT else
+              f"terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     except OSError as exc:
         if VERBOSE["on"]:

@@ -73,7 +73,13 @@ def in_thread(fn: Callable[[], T]) -> T:
 
     t = threading.Thread(target=run, name="netns-helper")
     t.start()
-    t.join()
+    try:
+        t.join()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): let the thread's kernel work finish before the caller
+        # unwinds, or a rollback could delete a namespace that the thread mounts a moment later.
+        t.join()
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]
