@@ -1,8 +1,12 @@
-"""The lab engine: bring a lab up, change it, take it down. The CLI is a thin layer over this.
+"""The lab engine: bring a lab up, take it down, and ask its agent for changes. The CLI is a
+thin layer over this.
 
-Every step of `up` is undone if a later one fails or the user presses Ctrl-C; `down` and
-`clean` find what to remove by netlab's marks (namespace names, the agent's environment),
-so they work without the lab's files and after a crash.
+`up` writes a lab's first state and starts its agent; from then on the agent is the lab's
+only writer, and apply/delete/scale/faults here are requests to it. Every step of `up` is
+undone if a later one fails or the user presses Ctrl-C (or sends SIGTERM/SIGHUP); `down`
+and `clean` act only on what carries a lab's proven mark (the namespace's loopback alias,
+the agent's environment and command line), so they work without the lab's files and after
+a crash, and never touch anything else.
 """
 from __future__ import annotations
 
