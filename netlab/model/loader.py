@@ -29,15 +29,14 @@ class _Refused(yaml.MarkedYAMLError):
     """A document the guarded loader will not build."""
 
 
-class _GuardedLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with limits on nesting depth and on alias expansion ("billion laughs").
+class _Guard(yaml.composer.Composer):
+    """PyYAML's composer with limits on nesting depth and on alias expansion ("billion laughs").
 
     The composer is where both are cheap to see: it meets every node once, and an alias is
     a second reference to a node already built, whose expanded size is already known.
     """
 
-    def __init__(self, stream):
-        super().__init__(stream)
+    def _init_guard(self):
         self._depth = 0
         self._aliases = 0
         self._open: set[str] = set()          # anchors whose node is still being composed
@@ -89,6 +88,32 @@ class _GuardedLoader(yaml.SafeLoader):
         return node
 
 
+class _GuardedLoader(_Guard, yaml.SafeLoader):
+    """SafeLoader, guarded: pure Python throughout."""
+
+    def __init__(self, stream):
+        yaml.SafeLoader.__init__(self, stream)
+        self._init_guard()
+
+
+if getattr(yaml, "__with_libyaml__", False):
+    class _FastGuardedLoader(_Guard, yaml.cyaml.CParser, yaml.constructor.SafeConstructor,
+                             yaml.resolver.Resolver):
+        """libyaml scans and parses (as CSafeLoader does, several times faster); the guarded
+        Python composer above builds the nodes, so the limits hold all the same."""
+
+        def __init__(self, stream):
+            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._init_guard()
+
+    _Loader = _FastGuardedLoader
+else:                                   # pragma: no cover - PyYAML built without libyaml
+    _Loader = _GuardedLoader
+
+
 def _read_text(path: Path) -> str:
     try:
         size = path.stat().st_size
@@ -108,11 +133,24 @@ def _read_text(path: Path) -> str:
         raise LabError(f"not UTF-8 text (byte {exc.start + 1})", file=str(path)) from None
 
 
-def _read_documents(path: Path, shown: str | None = None) -> list:
+def _parse(text: str, loader) -> list:
+    return [d for d in yaml.load_all(text, Loader=loader) if d is not None]
+
+
+def _read_documents(path: Path) -> list:
     text = _read_text(path)
-    shown = shown or str(path)
+    shown = str(path)
     try:
-        return [d for d in yaml.load_all(text, Loader=_GuardedLoader) if d is not None]
+        try:
+            return _parse(text, _Loader)
+        except yaml.YAMLError as exc:
+            if isinstance(exc, _Refused) or _Loader is _GuardedLoader:
+                raise
+            # Errors are rare: parse again in pure Python, whose messages say more ("found
+            # character '\t' that cannot start any token") than libyaml's, and whose depth
+            # limit is ours rather than libyaml's own.
+            _parse(text, _GuardedLoader)
+            raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -120,7 +158,7 @@ def _read_documents(path: Path, shown: str | None = None) -> list:
         what = "refused" if isinstance(exc, _Refused) else "invalid YAML"
         raise LabError(f"{what}: {where}{problem}", file=shown) from None
     except RecursionError:
-        raise LabError(f"refused: nested too deeply", file=shown) from None
+        raise LabError(f"refused: nested deeper than {MAX_DEPTH} levels", file=shown) from None
     except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError) as exc:
         # A constructor that chokes on a value, such as a timestamp with month 13.
         raise LabError(f"invalid YAML: {type(exc).__name__}: {exc}", file=shown) from None
