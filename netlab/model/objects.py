@@ -94,6 +94,12 @@ class Pod:
     def node(self) -> str:
         return self.spec.node_name
 
+    @property
+    def hostname(self) -> str:
+        """kubelet's GeneratePodHostNameAndDomain: spec.hostname, else the pod's name cut to
+        63 characters (a kernel hostname's limit) without a trailing '-' or '.'."""
+        return self.spec.hostname or self.meta.name[:63].rstrip("-.")
+
     def find_port(self, name: str) -> Optional[ContainerPort]:
         for c in self.spec.containers:
             p = c.port_named(name)

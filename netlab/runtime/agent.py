@@ -162,7 +162,7 @@ class Agent:
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
             run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",
-                                                        pod.spec.hostname or pod.meta.name, etc_dir, str(log),
+                                                        pod.hostname, etc_dir, str(log),
                                                         security=podproc.security_of(pod, self.lab))
         except OSError as exc:
             run.event("FailedCreatePodSandBox", str(exc), "Warning")
@@ -177,7 +177,7 @@ class Agent:
         container = next(c for c in pod.spec.containers if c.name == name)
         cr = run.containers[name]
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "HOSTNAME": pod.spec.hostname or pod.meta.name}
+               "HOSTNAME": pod.hostname}
         env.update(container_env(self.cluster, pod, container))
         argv = workloads.resolve(container.image, container.command, container.args,
                                  [(p.container_port, p.protocol, p.name) for p in container.ports], env)

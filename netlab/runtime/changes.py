@@ -44,7 +44,7 @@ def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     from ..model.dns import resolv_conf
     etc = state.ETC_NETNS / cluster.pod_netns(pod)
     etc.mkdir(parents=True, exist_ok=True)
-    hostname = pod.spec.hostname or pod.meta.name
+    hostname = pod.hostname
     (etc / "hosts").write_text(
         "# Kubernetes-managed hosts file (netlab).\n127.0.0.1\tlocalhost\n"
         f"::1\tlocalhost ip6-localhost ip6-loopback\n{pod.pod_ip}\t{hostname}\n")
