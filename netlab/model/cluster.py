@@ -176,6 +176,7 @@ class Cluster:
             raise InvalidError(f"{obj.kind} {obj.meta.key} already exists", **self._where(obj, "metadata.name"))
         if isinstance(obj, Service):
             self.service_alloc.admit(obj, self)
+            obj.created = obj.created or time.time()
             self.services[obj.meta.key] = obj
             return [obj]
         if isinstance(obj, ReplicationController):
@@ -327,6 +328,7 @@ class Cluster:
             if isinstance(obj, Namespace):
                 cluster.namespaces[obj.meta.name] = obj
             elif isinstance(obj, Service):
+                obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
                 cluster.service_alloc.restore(obj)
                 cluster.services[obj.meta.key] = obj
             elif isinstance(obj, ReplicationController):
@@ -361,6 +363,7 @@ def to_manifest(obj: Obj) -> dict:
         doc.setdefault("status", {})["podIP"] = obj.pod_ip
     elif isinstance(obj, Service):
         from .services import fill_service_manifest
+        ann["netlab/created"] = repr(obj.created)
         fill_service_manifest(obj, doc)
     elif isinstance(obj, ReplicationController):
         # `scale` changes the count, not the manifest as written: the count is what persists.

@@ -144,6 +144,7 @@ class Service:
     affinity_timeout: int = 10800
     load_balancer_ip: str = ""   # requested (spec.loadBalancerIP) or allocated
     external_ips: list[str] = field(default_factory=list)
+    created: float = 0.0         # when the API server admitted it (kubelet's env vars depend on it)
 
     kind = "Service"
 

@@ -28,7 +28,7 @@ def pod_label(pod: Pod) -> str:
 
 
 def pod_hostname(pod: Pod) -> str:
-    return pod.spec.hostname or pod.meta.name
+    return pod.hostname
 
 
 @dataclass

@@ -125,6 +125,7 @@ def _changing(cluster: Cluster, kubelet: Kubelet, change: Callable[[], list[str]
 def _replace_service(cluster: Cluster, new: Service) -> None:
     """kubectl apply on an existing Service: keep its ClusterIP and nodePorts unless changed."""
     old = cluster.services[new.meta.key]
+    new.created = old.created          # an update, not a new Service: the same age
     if not new.cluster_ip:
         new.cluster_ip = old.cluster_ip
     if new.type == old.type:
