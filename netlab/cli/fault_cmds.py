@@ -44,6 +44,15 @@ def node_down(node: str, grace: float = typer.Option(10.0, help="Seconds before 
     typer.echo(engine.inject_fault(lab_name(lab), "node-down", node, grace=grace))
 
 
+@fault_app.command("stop-daemon")
+def stop_daemon(node: str = typer.Argument(..., help="Node name."),
+                daemon: str = typer.Argument(..., help="The node daemon, e.g. kube-proxy (see `netlab status`)."),
+                lab: Optional[str] = LabOption) -> None:
+    """Stop a node daemon (kube-proxy in userspace mode, ...) until `fault heal`."""
+    from .. import engine
+    typer.echo(engine.inject_fault(lab_name(lab), "stop-daemon", node, container=daemon))
+
+
 @fault_app.command("heal")
 def heal(lab: Optional[str] = LabOption) -> None:
     """Undo every injected fault."""
@@ -59,4 +68,5 @@ def list_faults(lab: Optional[str] = LabOption) -> None:
     recorded = faults.read(lab_name(lab))
     rows = [f"node {n}: {f['kind']}{' (pods evicted)' if f.get('evicted') else ''}" for n, f in recorded["nodes"].items()]
     rows += [f"pod {k}: {f['kind']}" for k, f in recorded["pods"].items()]
+    rows += [f"daemon {k}: stopped" for k in recorded.get("daemons", {})]
     typer.echo("\n".join(rows) if rows else "no faults")

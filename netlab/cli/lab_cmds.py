@@ -145,7 +145,8 @@ def status(lab: Optional[str] = LabOption) -> None:
     name = lab_name(lab)
     cluster = engine.load(name)
     how, pid = agent_client.agent_state(name)
-    pods = agent_client.live_status(name)["pods"] if how == "running" else {}
+    live = agent_client.live_status(name) if how == "running" else {}
+    pods = live.get("pods", {})
     running = sum(1 for k in cluster.pods if pods.get(k, {}).get("phase") == "Running")
     missing = [n for n in (p.netns for p in cluster.nodes) if n not in engine.lab_namespaces(name)]
     typer.echo(f"lab:    {name}")
@@ -156,5 +157,10 @@ def status(lab: Optional[str] = LabOption) -> None:
     typer.echo(f"pods:   {running}/{len(cluster.pods)} running")
     typer.echo(f"nodes:  {len(cluster.nodes) - len(missing)}/{len(cluster.nodes)} present"
                + (f" (missing: {', '.join(missing)})" if missing else ""))
-    if how != "running" or missing or running < len(cluster.pods):
+    daemons = live.get("daemons", {})
+    down = [k for k, d in daemons.items() if d["state"] != "Running"]
+    for key, d in sorted(daemons.items()):
+        typer.echo(f"daemon: {key} {d['state'].lower()}" + (f" (pid {d['pid']})" if d["pid"] else "")
+                   + (f", {d['restartCount']} restarts" if d["restartCount"] else ""))
+    if how != "running" or missing or down or running < len(cluster.pods):
         raise typer.Exit(1)

@@ -27,7 +27,7 @@ from typing import Optional
 from .. import faults as faultops, state
 from ..model.cluster import Cluster, to_manifest
 from ..model.objects import Pod
-from . import api, changes, nsops, pods as podproc, procs
+from . import api, changes, daemons, nsops, pods as podproc, procs
 from ..kernel.netns import listening_tcp_ports
 from .probes import ProbeState, run_probe
 
@@ -87,7 +87,7 @@ class Agent:
         self.running = True
         self.dirty = True
         self.published_ready: Optional[set[str]] = None   # what the data plane last saw
-        self.proxies: dict[str, int] = {}                  # node -> userspace proxy pid
+        self.daemons: dict[str, daemons.DaemonRun] = {}    # "name/node" -> its run (kube-proxy, ...)
         self.starting = True                               # some pod is not serving yet
         self.faults: dict = {"nodes": {}, "pods": {}}
         self.wired: Optional[set[str]] = None              # while `up` wires: the pods it has wired
@@ -228,9 +228,8 @@ class Agent:
             if owner is None:
                 continue
             key, name = owner
-            if not key:        # a userspace proxy died: keep_proxies starts a new one
-                self.proxies.pop(name, None)
-                print(f"agent: kube-proxy on {name} exited ({status}); restarting", flush=True)
+            if not key:        # a node daemon died: keep_daemons starts it again after its back-off
+                self._daemon_exited(name, status)
                 continue
             run = self.pods.get(key)
             if run is None:
@@ -369,38 +368,63 @@ class Agent:
                 except ProcessLookupError:
                     pass
 
-    # ---------------------------------------------------------------- kube-proxy (userspace)
+    # ---------------------------------------------------------------- node daemons
 
-    def keep_proxies(self) -> None:
-        """userspace mode: one proxy process per node, in the node's namespace; restart if it dies."""
-        if self.cluster.config.proxy_mode != "userspace":
+    @property
+    def proxies(self) -> dict[str, int]:
+        """userspace mode: node -> the PID of its kube-proxy (our child)."""
+        return self.daemon_pids("kube-proxy")
+
+    def daemon_pids(self, name: str) -> dict[str, int]:
+        return {run.spec.node: run.pid for run in self.daemons.values() if run.spec.name == name and run.pid}
+
+    def keep_daemons(self) -> None:
+        """Every wanted node daemon runs (after its back-off); unwanted ones are stopped."""
+        wanted = daemons.wanted(self.cluster)
+        for key in [k for k in self.daemons if k not in wanted]:
+            daemons.stop(self.daemons.pop(key))
+        now = time.time()
+        for key, spec in wanted.items():
+            run = self.daemons.setdefault(key, daemons.DaemonRun(spec))
+            if run.pid or run.stopped or run.next_start > now:
+                continue
+            try:
+                run.pid = daemons.spawn(self.lab, spec)
+            except OSError as exc:
+                print(f"agent: cannot start {key}: {exc}", file=sys.stderr, flush=True)
+                run.next_start = now + daemons.RESTART_BACKOFF_MAX
+                continue
+            self.by_pid[run.pid] = ("", key)
+            run.state, run.started = "Running", now
+            self.dirty = True
+
+    def _daemon_exited(self, key: str, status: int) -> None:
+        run = self.daemons.get(key)
+        if run is None:
             return
-        for node in self.cluster.nodes:
-            if node.name not in self.proxies:
-                self.proxies[node.name] = self._spawn_proxy(node)
+        code = os.waitstatus_to_exitcode(status)
+        run.pid, run.last_exit = 0, code
+        if run.stopped:
+            run.state = "Stopped"
+        else:
+            now = time.time()
+            run.next_start = now + daemons.backoff(run, now)
+            run.restarts += 1
+            run.state = "Waiting"
+            print(f"agent: {key} exited ({code}); starting it again", flush=True)
+        self.dirty = True
 
-    def _spawn_proxy(self, node) -> int:
-        from ..dataplane import proxy_config_file
-        log = os.open(str(state.lab_dir(self.lab) / f"kube-proxy-{node.name}.log"),
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        pid = os.fork()
-        if pid != 0:
-            os.close(log)
-            self.by_pid[pid] = ("", node.name)
-            return pid
-        code = 1
-        try:
-            podproc.forget_agent_signals()
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            # Inherited sockets (pods' listeners among them) must not live on in the proxy.
-            os.closerange(3, 65536)
-            from ..kernel import netns as netns_mod
-            from .userspace_proxy import run
-            netns_mod.enter(node.netns)
-            code = run(str(proxy_config_file(self.lab, node.name)))
-        finally:
-            os._exit(code)
+    def stop_daemon(self, node: str, name: str) -> str:
+        run = self.daemons.get(f"{name}/{node}")
+        if run is None:
+            have = sorted({r.spec.name for r in self.daemons.values() if r.spec.node == node})
+            raise changes.NotFoundError(f'node {node} runs no daemon "{name}"'
+                                        + (f" (it runs: {', '.join(have)})" if have else " (it runs none)"))
+        run.stopped = True
+        daemons.stop(run)
+        self.faults.setdefault("daemons", {})[run.spec.key] = {"kind": "stop-daemon", "since": time.time()}
+        self.save_faults()
+        return f"{name} on node {node} stopped; it stays down until `netlab fault heal`"
 
     def node_controller(self) -> None:
         """Evict the pods of nodes that have been down longer than their grace period."""
@@ -440,6 +464,7 @@ class Agent:
         """Compute the pods' status, bring the data plane in line, then write status.json: a
         client that sees a pod Ready there also finds its endpoints in the rules."""
         status = {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
+                  "daemons": {k: run.to_json() for k, run in self.daemons.items()},
                   "pods": {k: self.pod_status(r) for k, r in self.pods.items()}}
         if self.wired is None:              # not while `up` is still wiring
             self.follow_readiness(status)
@@ -466,6 +491,8 @@ class Agent:
 
     def inject_fault(self, kind: str = "", target: str = "", namespace: str = "default",
                      container: Optional[str] = None, grace: float = 10.0) -> str:
+        if kind == "stop-daemon":            # target: the node; container: the daemon's name
+            return self.stop_daemon(target, container or "")
         line = faultops.inject(self.cluster, self.faults, self.pids_of, kind, target, namespace,
                                container, grace)
         self.save_faults()
@@ -473,7 +500,15 @@ class Agent:
 
     def heal_faults(self) -> list[str]:
         try:
-            return faultops.heal(self.cluster, self.faults, self.pids_of)
+            lines = []
+            for key in list(self.faults.get("daemons", {})):
+                run = self.daemons.get(key)
+                if run is not None:
+                    run.stopped, run.restarts, run.next_start = False, 0, 0.0
+                    lines.append(f"{run.spec.name} on node {run.spec.node} runs again")
+                del self.faults["daemons"][key]
+            healed = faultops.heal(self.cluster, self.faults, self.pids_of)
+            return lines + [line for line in healed if line != "no faults to heal" or not lines]
         finally:
             self.save_faults()
             changes.mark_ready(self.cluster, self)
@@ -546,7 +581,7 @@ class Agent:
                 os.read(wake_r, 4096)
             self.reap()
             self.collect_probes(readable)
-            self.keep_proxies()
+            self.keep_daemons()
             self.restart_due()
             self.run_probes()
             if server in readable:
@@ -639,11 +674,8 @@ class Agent:
     def shutdown(self) -> None:
         for key in list(self.pods):
             self.stop_pod(key)
-        for pid in self.proxies.values():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        for run in self.daemons.values():
+            daemons.stop(run)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             try:

@@ -1,0 +1,134 @@
+"""Node daemons: the per-node processes a lab's agent runs and supervises, as systemd or a
+DaemonSet would on a real node (kube-proxy in userspace mode; later flanneld, BIRD, ...).
+
+A provider says which daemons a lab wants (one DaemonSpec per daemon and node); the agent
+starts each in its node's network namespace, restarts it with back-off when it dies, stops
+the ones no longer wanted, and reports them in its status. A daemon is either netlab's own
+Python entry point ("module:function", run in the forked child with no new interpreter) or
+an external program (argv, exec'd). SIGHUP asks a daemon to re-read its configuration.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .. import state
+
+RESTART_BACKOFF_START = 1.0
+RESTART_BACKOFF_MAX = 30.0
+RESET_AFTER = 60.0              # a daemon that ran this long starts its back-off afresh
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    name: str                   # kube-proxy, flanneld, ...
+    node: str
+    netns: str                  # where it runs: its node's network namespace
+    entry: str = ""             # "package.module:function", called with *args; returns an exit code
+    args: tuple = ()
+    argv: tuple = ()            # or an external program
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.node}"
+
+
+@dataclass
+class DaemonRun:
+    spec: DaemonSpec
+    pid: int = 0
+    state: str = "Waiting"      # Running | Waiting (back-off) | Stopped (a fault)
+    restarts: int = 0
+    started: float = 0.0
+    next_start: float = 0.0
+    last_exit: Optional[int] = None
+    stopped: bool = False       # by `netlab fault stop-daemon`: not restarted until healed
+
+    def to_json(self) -> dict:
+        return {"name": self.spec.name, "node": self.spec.node, "pid": self.pid, "state": self.state,
+                "restartCount": self.restarts, "lastExitCode": self.last_exit}
+
+
+Provider = Callable[["object"], list]
+PROVIDERS: list[Provider] = []
+
+
+def provider(fn: Provider) -> Provider:
+    """Register a function cluster -> [DaemonSpec] (the daemons a lab wants)."""
+    PROVIDERS.append(fn)
+    return fn
+
+
+def wanted(cluster) -> dict[str, DaemonSpec]:
+    return {spec.key: spec for fn in PROVIDERS for spec in fn(cluster)}
+
+
+def log_path(lab: str, spec: DaemonSpec):
+    return state.lab_dir(lab) / f"{spec.name}-{spec.node}.log"
+
+
+def backoff(run: DaemonRun, now: float) -> float:
+    """Seconds to wait before the next start: 0 the first time, then 1, 2, 4 ... 30."""
+    if run.restarts == 0 or now - run.started > RESET_AFTER:
+        return 0.0
+    return min(RESTART_BACKOFF_START * 2 ** (run.restarts - 1), RESTART_BACKOFF_MAX)
+
+
+def spawn(lab: str, spec: DaemonSpec) -> int:
+    """Fork the daemon into its node's namespace; return its PID (the caller's child)."""
+    from . import pods as podproc
+    log = os.open(str(log_path(lab, spec)), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    pid = os.fork()
+    if pid != 0:
+        os.close(log)
+        return pid
+    code = 1
+    try:
+        podproc.forget_agent_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        # Inherited sockets (the agent's, pods' listeners) must not live on in the daemon.
+        os.closerange(3, 65536)
+        os.setsid()
+        from ..kernel import netns as netns_mod
+        netns_mod.enter(spec.netns)
+        if spec.argv:
+            os.execvp(spec.argv[0], list(spec.argv))
+        module, _, function = spec.entry.partition(":")
+        code = int(getattr(importlib.import_module(module), function)(*spec.args) or 0)
+    except BaseException as exc:  # noqa: BLE001 - reported in the daemon's log
+        try:
+            os.write(2, f"netlab: {spec.key}: {exc}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def stop(run: DaemonRun) -> None:
+    if run.pid:
+        try:
+            os.kill(run.pid, signal.SIGTERM)
+            os.kill(run.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+# ---------------------------------------------------------------------- the daemons netlab has
+
+
+@provider
+def userspace_proxies(cluster) -> list[DaemonSpec]:
+    """kube-proxy in userspace mode: one proxy per node, reading its config file."""
+    if cluster.config.proxy_mode != "userspace":
+        return []
+    from ..dataplane import proxy_config_file
+    return [DaemonSpec("kube-proxy", n.name, n.netns, "netlab.runtime.userspace_proxy:run",
+                       (str(proxy_config_file(cluster.name, n.name)),)) for n in cluster.nodes]
+
