@@ -28,12 +28,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from dnslib import A, EDNS0, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, DNSRecord, OPCODE
+from dnslib import (A, CNAME, EDNS0, NS, OPCODE, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, DNSError, DNSHeader,
+                    DNSRecord)
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 REVERSE_APEX = "in-addr.arpa"
 UDP_LIMIT = 512            # the classic limit for clients without EDNS0
-EDNS_LIMIT = 1232          # the DNS flag day 2020 payload size; larger answers go over TCP
+MAX_MESSAGE = 65535        # what a 16-bit length (TCP) or an EDNS0 payload size can say
 TCP_READ_TIMEOUT = 5.0     # a TCP client that sends nothing must not pin a thread forever
 SELF_QUERY_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1        # how soon a listener notices shutdown (socketserver's default is 0.5s)
@@ -194,7 +195,8 @@ class Resolver:
 
 
 class Handler(DNSHandler):
-    """dnslib's handler plus UDP truncation by the client's EDNS0 size, and TCP timeouts."""
+    """dnslib's handler with answers fitted to UDP, several queries per TCP connection, and
+    TCP timeouts."""
 
     def setup(self) -> None:
         if self.server.socket_type == socket.SOCK_STREAM:
@@ -202,9 +204,30 @@ class Handler(DNSHandler):
 
     def handle(self) -> None:
         try:
-            super().handle()
+            if self.server.socket_type == socket.SOCK_STREAM:
+                self._handle_tcp()
+            else:
+                super().handle()
         except OSError:
             pass   # the client went away or stalled; nothing to answer
+
+    def _handle_tcp(self) -> None:
+        """RFC 7766: a TCP client (dnsmasq, glibc) may send several queries on one connection;
+        answer each until it closes (or stalls past TCP_READ_TIMEOUT)."""
+        self.protocol = "tcp"
+        while True:
+            head = _recv_exactly(self.request, 2)
+            if head is None:
+                return
+            data = _recv_exactly(self.request, int.from_bytes(head, "big"))
+            if data is None:
+                return
+            try:
+                rdata = self.get_reply(data)
+            except DNSError as exc:
+                self.server.logger.log_error(self, exc)
+                return
+            self.request.sendall(len(rdata).to_bytes(2, "big") + rdata)
 
     def get_reply(self, data: bytes) -> bytes:
         request = DNSRecord.parse(data)
@@ -214,14 +237,80 @@ class Handler(DNSHandler):
             log(f"error answering {request.q.qname}: {exc!r}")
             reply = request.reply(ra=0, aa=0)
             reply.header.rcode = RCODE.SERVFAIL
+        # reply() copies the query's flags. AD says "validated with DNSSEC", which this server
+        # never does (RFC 4035 3.2.3; dig sets AD in every query); Z must be zero. CD stays.
+        reply.header.ad = 0
+        reply.header.z = 0
         opt = next((r for r in request.ar if r.rtype == QTYPE.OPT), None)
+        size = udp_size(opt)
         if opt is not None:
-            reply.add_ar(EDNS0(udp_len=EDNS_LIMIT))
-        packed = reply.pack()
-        limit = max(UDP_LIMIT, min(opt.rclass, EDNS_LIMIT)) if opt is not None else UDP_LIMIT
-        if self.protocol == "udp" and len(packed) > limit:
-            packed = reply.truncate().pack()   # TC bit: the client retries over TCP
+            reply.add_ar(EDNS0(udp_len=size))
+        if self.protocol == "udp":
+            return fit_udp(reply, size)
+        return reply.pack()
+
+
+def udp_size(opt: Optional[RR]) -> int:
+    """The largest UDP answer the client takes: 512 without EDNS0, else the payload size its
+    OPT record advertises (never less than 512, RFC 6891 6.2.5), as CoreDNS and kube-dns's
+    skydns honour it."""
+    if opt is None:
+        return UDP_LIMIT
+    return max(UDP_LIMIT, min(int(opt.rclass), MAX_MESSAGE))
+
+
+def fit_udp(reply: DNSRecord, limit: int) -> bytes:
+    """The reply packed to at most `limit` bytes, the way RFC 2181 section 9 asks.
+
+    - It fits: sent whole.
+    - Only the additional section (SRV glue) does not fit: that is dropped and TC stays clear
+      ("TC should not be set merely because some extra information could have been
+      included").
+    - The answer does not fit: TC is set, the header, the question and the OPT record are
+      kept, and only whole RRsets that fit stay (a single RRset that does not fit leaves the
+      answer section empty, so no cache ever holds half of it). The client retries over TCP.
+
+    dnslib's own truncate() drops the question too: dnsmasq then discards the reply as not
+    matching its query, and the client hears nothing at all.
+    """
+    packed = reply.pack()
+    if len(packed) <= limit:
         return packed
+    opts = [r for r in reply.ar if r.rtype == QTYPE.OPT]
+    trimmed = DNSRecord(DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap),
+                        questions=list(reply.questions), rr=list(reply.rr), auth=list(reply.auth), ar=opts)
+    packed = trimmed.pack()
+    if len(packed) <= limit:
+        return packed
+    trimmed.header.tc = 1
+    trimmed.rr, trimmed.auth = [], []
+    packed = trimmed.pack()
+    for rrset in _rrsets(reply.rr):
+        trimmed.rr.extend(rrset)
+        attempt = trimmed.pack()
+        if len(attempt) > limit:
+            del trimmed.rr[-len(rrset):]
+            break
+        packed = attempt
+    return packed
+
+
+def _rrsets(rrs: list) -> list[list]:
+    """Resource records grouped into RRsets (owner, type), in their order."""
+    sets: dict[tuple, list] = {}
+    for rr in rrs:
+        sets.setdefault((str(rr.rname).lower(), rr.rtype), []).append(rr)
+    return list(sets.values())
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> Optional[bytes]:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 def self_query(host: str, port: int, zone: str) -> Optional[str]:

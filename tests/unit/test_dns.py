@@ -15,16 +15,17 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import pytest
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import A, EDNS0, QTYPE, RCODE, RR, TXT, DNSRecord
 
 from netlab.model.dns import build_records, resolv_conf
 from netlab.model.envvars import container_env, env_name, expand, service_env
 from netlab.model.loader import load_lab
 from netlab.model.objects import Meta, Service, ServicePort
 from netlab.runtime.dnsmasq import dnsmasq_argv, dnsmasq_missing, find_dnsmasq
-from netlab.runtime.kubedns import Server, Zone, write_records
+from netlab.runtime.kubedns import Server, Zone, fit_udp, write_records
 from netlab.runtime.kubedns import main as kubedns_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -294,19 +295,109 @@ def test_server_reloads_when_records_change(cluster, kubedns, records_file):
     assert answers(ask(port, name)) == ["10.96.0.99"]
 
 
-def test_big_answers_truncate_over_udp_and_complete_over_tcp(tmp_path):
-    ips = [f"10.244.1.{i}" for i in range(2, 62)]
+def _big_zone(tmp_path, count: int) -> Server:
+    """A headless service `big` with `count` endpoints, each with its own name and SRV target."""
+    ips = [f"10.244.1.{i}" for i in range(2, 2 + count)]
+    fqdn = f"big.default.svc.{ZONE}"
+    names = {ip: f"{ip.replace('.', '-')}.{fqdn}" for ip in ips}
     path = tmp_path / "dns.json"
-    write_records(str(path), {"zone": ZONE, "reverse": ["10.244.0.0/16"],
-                              "A": {f"big.default.svc.{ZONE}": ips}})
+    write_records(str(path), {
+        "zone": ZONE, "reverse": ["10.244.0.0/16"],
+        "A": {fqdn: ips, **{name: [ip] for ip, name in names.items()}},
+        "SRV": {f"_http._tcp.{fqdn}": [{"priority": 0, "weight": 100 // count, "port": 8080, "target": n}
+                                       for n in names.values()]}})
     server = Server("127.0.0.1", 0, str(path))
     server.start()
+    return server
+
+
+def _udp(port: int, name: str, qtype: str = "A", bufsize: Optional[int] = None) -> tuple[DNSRecord, int]:
+    """A UDP query (with EDNS0 advertising `bufsize`, or without EDNS0): (reply, its size)."""
+    query = DNSRecord.question(name, qtype)
+    if bufsize is not None:
+        query.add_ar(EDNS0(udp_len=bufsize))
+    data = query.send("127.0.0.1", port, timeout=2)
+    return DNSRecord.parse(data), len(data)
+
+
+def test_big_answers_truncate_with_the_question_kept_and_complete_over_tcp(tmp_path):
+    server = _big_zone(tmp_path, 40)
+    name = f"big.default.svc.{ZONE}"
     try:
-        udp = ask(server.port, f"big.default.svc.{ZONE}")
-        assert udp.header.tc and not udp.rr
-        assert len(ask(server.port, f"big.default.svc.{ZONE}", tcp=True).rr) == len(ips)
+        # 40 A records (about 700 bytes) do not fit 512 bytes: TC, the question kept (dnslib's
+        # own truncate() dropped it, and dnsmasq then discarded the reply), no half RRset.
+        udp, size = _udp(server.port, name)
+        assert udp.header.tc and not udp.rr and size <= 512
+        assert [str(q.qname) for q in udp.questions] == [name + "."]
+        assert udp.header.id and udp.header.rcode == RCODE.NOERROR
+        tcp = ask(server.port, name, tcp=True)
+        assert not tcp.header.tc and len(tcp.rr) == 40
+        # The client's EDNS0 size is honoured: 1232 holds them; 512 (the floor) does not.
+        edns, size = _udp(server.port, name, bufsize=1232)
+        assert not edns.header.tc and len(edns.rr) == 40 and size > 512
+        assert next(r for r in edns.ar if r.rtype == QTYPE.OPT).rclass == 1232
+        small, size = _udp(server.port, name, bufsize=300)
+        assert small.header.tc and size <= 512
+        assert any(r.rtype == QTYPE.OPT for r in small.ar)        # the OPT record stays
+        # Bigger than 1232 when the client says it takes it: 40 SRV + 40 glue is about 3.6 kB.
+        srv, size = _udp(server.port, f"_http._tcp.{name}", "SRV", bufsize=4096)
+        assert not srv.header.tc and len(srv.rr) == 40 and len(srv.ar) == 41 and size > 1232
     finally:
         server.close()
+
+
+def test_glue_that_does_not_fit_is_dropped_without_tc(tmp_path):
+    # RFC 2181 9: TC is not set merely because extra information did not fit.
+    server = _big_zone(tmp_path, 6)
+    try:
+        whole = ask(server.port, f"_http._tcp.big.default.svc.{ZONE}", "SRV", tcp=True)
+        assert len(whole.rr) == 6 and len(whole.ar) == 6 and len(whole.pack()) > 512
+        srv, size = _udp(server.port, f"_http._tcp.big.default.svc.{ZONE}", "SRV")
+        assert not srv.header.tc and len(srv.rr) == 6 and not srv.ar and size <= 512
+    finally:
+        server.close()
+
+
+def test_tcp_connection_answers_several_queries(tmp_path):
+    # RFC 7766 6.2.1: dnsmasq and glibc send more than one query on a connection.
+    server = _big_zone(tmp_path, 40)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as conn:
+            for qtype, count in (("A", 40), ("AAAA", 0), ("A", 40)):
+                packet = DNSRecord.question(f"big.default.svc.{ZONE}", qtype).pack()
+                conn.sendall(len(packet).to_bytes(2, "big") + packet)
+                length = int.from_bytes(_recv(conn, 2), "big")
+                assert len(DNSRecord.parse(_recv(conn, length)).rr) == count
+    finally:
+        server.close()
+
+
+def _recv(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data
+
+
+def test_fit_udp_keeps_whole_rrsets():
+    query = DNSRecord.question(f"x.{ZONE}", "ANY")
+    reply = query.reply()
+    for i in range(20):
+        reply.add_answer(RR(f"x.{ZONE}", QTYPE.A, rdata=A(f"10.0.0.{i}")))
+    for i in range(30):
+        reply.add_answer(RR(f"x.{ZONE}", QTYPE.TXT, rdata=TXT("t" * 20)))
+    out = DNSRecord.parse(fit_udp(reply, 512))
+    assert out.header.tc and {rr.rtype for rr in out.rr} == {QTYPE.A} and len(out.rr) == 20
+
+
+def test_ad_flag_is_not_echoed(kubedns):
+    query = DNSRecord.question(f"redis-master.default.svc.{ZONE}")
+    query.header.ad = 1               # dig sets AD in every query
+    query.header.cd = 1
+    reply = DNSRecord.parse(query.send("127.0.0.1", kubedns.port, timeout=2))
+    assert reply.rr and not reply.header.ad and reply.header.cd
 
 
 def test_zone_without_records_file_is_servfail_and_unhealthy(tmp_path):
