@@ -6,7 +6,7 @@ import os
 from typing import Iterable
 
 from ..plan.network import NsPlan
-from . import netns
+from . import netns, tun
 from .netns import KernelError
 from .rtnl import Batch, NetlinkError
 
@@ -117,6 +117,8 @@ class Builder:
             elif link.kind == "vxlan":
                 batch.vxlan_add(link.name, link.vxlan_id, link.vxlan_local, link.vxlan_port,
                                 self.index(plan.netns, link.vxlan_dev))
+            elif link.kind == "tun":
+                tun.create_persistent(plan.netns, link.name)     # an ioctl: not a netlink request
             elif link.kind == "bridge":
                 batch.bridge_add(link.name)
                 batch.commit(self._socket(plan.netns))          # its ports name it as master

@@ -8,10 +8,14 @@ from .errors import InvalidError
 from .names import (check_dns_label, check_dns_subdomain, check_label_key, check_label_value,
                     validate_lab_name)
 
-BACKENDS = ("vxlan", "host-gw")
+BACKENDS = ("vxlan", "host-gw", "udp")
 PROXY_MODES = ("iptables", "userspace")
+# Pod A records <a-b-c-d>.<ns>.pod.<zone>, CoreDNS's `pods` option: insecure answers any address
+# (as kube-dns does, and kubeadm's CoreDNS under a namespace that exists), verified only the
+# address of a pod that exists in that namespace, disabled none.
+DNS_POD_MODES = ("insecure", "verified", "disabled")
 LAB_API_VERSIONS = ("netlab/v1",)
-SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "network")
+SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network")
 TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 METADATA_FIELDS = ("name", "labels", "annotations")
 NODE_FIELDS = ("name", "labels")
@@ -30,6 +34,7 @@ class LabConfig:
     backend: str = "vxlan"
     proxy_mode: str = "iptables"
     dns: bool = True                  # the kube-dns add-on (kubedns + dnsmasq in kube-system)
+    dns_pods: str = "insecure"        # pod A records: insecure | verified | disabled
     cluster_cidr: str = "10.244.0.0/16"
     node_prefix: int = 24
     service_cidr: str = "10.96.0.0/12"
@@ -51,6 +56,7 @@ class LabConfig:
             "spec": {
                 "nodes": [{"name": n.name, "labels": n.labels} for n in self.nodes],
                 "backend": self.backend, "proxyMode": self.proxy_mode, "dns": self.dns,
+                "dnsPods": self.dns_pods,
                 "network": {
                     "clusterCIDR": self.cluster_cidr, "nodeSubnetPrefix": self.node_prefix,
                     "serviceCIDR": self.service_cidr, "dnsServiceIP": self.dns_ip,
@@ -143,6 +149,9 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     dns = spec.get("dns", True)
     if not isinstance(dns, bool):
         raise _err(file, "spec.dns", "must be true or false", dns)
+    dns_pods = spec.get("dnsPods", "insecure")
+    if dns_pods not in DNS_POD_MODES:
+        raise _err(file, "spec.dnsPods", f"supported values: {', '.join(DNS_POD_MODES)}", dns_pods)
     net = spec.get("network") or {}
     if not isinstance(net, dict):
         raise _err(file, "spec.network", "must be a mapping")
@@ -152,7 +161,8 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     for key in net:
         if key not in known:
             raise _err(file, f"spec.network.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-    cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, dns=dns, source=file)
+    cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, dns=dns,
+                    dns_pods=dns_pods, source=file)
     p = "spec.network."
     cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")
     if cluster.prefixlen > 28:

@@ -5,7 +5,8 @@ real cluster has on each machine:
 
     underlay ns   br0 (the L2 segment between nodes, 192.168.56.1 = router), ul-* ports,
                   inet0 towards the simulated internet, routes for the load-balancer pool
-    node ns       eth0 on the underlay, cni0 bridge (pod gateway), flannel.1 (vxlan backend),
+    node ns       eth0 on the underlay, cni0 bridge (pod gateway), flannel.1 (vxlan backend)
+                  or flannel0 (udp backend, a TUN read by the node's flanneld),
                   one veth* per pod on cni0
     pod ns        eth0 (the other end of the pod's veth), default route via cni0's address
     client ns     an outside client on the underlay (NodePort/LoadBalancer from outside)
@@ -25,6 +26,9 @@ UNDERLAY_BRIDGE = "br0"
 POD_BRIDGE = "cni0"
 VXLAN_DEV = "flannel.1"
 VXLAN_OVERHEAD = 50
+TUN_DEV = "flannel0"                           # flannel's udp backend: a TUN without PI header
+UDP_PORT = 8285
+UDP_OVERHEAD = 28                              # outer IPv4 (20) + UDP (8): the inner packet rides bare
 INTERNET_UPLINK = "inet0"
 CLIENT_PORT = "ul-client"
 
@@ -33,7 +37,7 @@ CLIENT_PORT = "ul-client"
 class Link:
     """A device to create in a namespace; a veth's peer end is created in `peer_netns`."""
     name: str
-    kind: str                                  # bridge | veth | vxlan
+    kind: str                                  # bridge | veth | vxlan | tun
     peer: str = ""
     peer_netns: str = ""
     vxlan_id: int = 0
@@ -110,7 +114,13 @@ def internet_host_ip(cluster: Cluster) -> str:
 
 def pod_mtu(cluster: Cluster) -> int:
     cfg = cluster.config
-    return cfg.mtu - VXLAN_OVERHEAD if cfg.backend == "vxlan" else cfg.mtu
+    overhead = {"vxlan": VXLAN_OVERHEAD, "udp": UDP_OVERHEAD}.get(cfg.backend, 0)
+    return cfg.mtu - overhead
+
+
+def udp_subnets(cluster: Cluster) -> list[tuple[str, str]]:
+    """flanneld's (udp backend) forwarding table: each node's pod subnet -> its underlay address."""
+    return [(n.pod_cidr, n.internal_ip) for n in cluster.nodes]
 
 
 def plan_underlay(cluster: Cluster) -> NsPlan:
@@ -183,6 +193,14 @@ def plan_node(cluster: Cluster, node: Node) -> NsPlan:
             plan.routes.append(Route(r.pod_cidr, via=r.vtep_ip, dev=VXLAN_DEV, onlink=True))
             plan.neighbours.append(Neighbour(VXLAN_DEV, r.vtep_ip, r.vtep_mac))
             plan.fdb.append(FdbEntry(VXLAN_DEV, r.vtep_mac, r.internal_ip))
+    elif cfg.backend == "udp":
+        # flannel's udp backend: flanneld reads what the route `<cluster CIDR> dev flannel0`
+        # sends into the TUN and sends it on as UDP to the node that holds the subnet. The
+        # device carries the subnet's .0 address with the cluster CIDR's prefix, so the kernel's
+        # prefix route for that address is the cluster route (as in document 001's table).
+        plan.links.append(Link(TUN_DEV, "tun"))
+        plan.devices.append(Device(TUN_DEV, mtu=cfg.mtu - UDP_OVERHEAD))
+        plan.addresses.append((TUN_DEV, f"{node.vtep_ip}/{_prefixlen(cfg.cluster_cidr)}"))
     elif cfg.backend == "host-gw":
         for r in remotes:
             plan.routes.append(Route(r.pod_cidr, via=r.internal_ip, dev="eth0"))

@@ -1,5 +1,5 @@
 """Node daemons: the per-node processes a lab's agent runs and supervises, as systemd or a
-DaemonSet would on a real node (kube-proxy in userspace mode; later flanneld, BIRD, ...).
+DaemonSet would on a real node (kube-proxy in userspace mode, flanneld of the udp backend; later BIRD, ...).
 
 A provider says which daemons a lab wants (one DaemonSpec per daemon and node); the agent
 starts each in its node's network namespace, restarts it with back-off when it dies, stops
@@ -132,3 +132,21 @@ def userspace_proxies(cluster) -> list[DaemonSpec]:
     return [DaemonSpec("kube-proxy", n.name, n.netns, "netlab.runtime.userspace_proxy:run",
                        (str(proxy_config_file(cluster.name, n.name)),)) for n in cluster.nodes]
 
+
+@provider
+def flanneld(cluster) -> list[DaemonSpec]:
+    """flannel's udp backend: one flanneld per node, forwarding by the lab's subnet table.
+
+    The table follows the lab's nodes: rewritten here whenever it differs from the nodes, and
+    re-read by every flanneld when the file changes. A node's flanneld is wanted once the
+    node's namespace exists (`up` builds it while the agent already runs)."""
+    if cluster.config.backend != "udp":
+        return []
+    from ..kernel import netns
+    from ..plan.network import TUN_DEV, UDP_PORT, udp_subnets
+    from .flanneld import subnets_file, write_table
+    write_table(cluster.name, udp_subnets(cluster))
+    table = str(subnets_file(cluster.name))
+    return [DaemonSpec("flanneld", n.name, n.netns, "netlab.runtime.flanneld:run",
+                       (table, n.internal_ip, str(UDP_PORT), TUN_DEV))
+            for n in cluster.nodes if netns.is_netns(n.netns)]

@@ -58,7 +58,7 @@ def test_overrides_win_over_the_file():
               backend_override="host-gw", proxy_override="iptables")
     assert (cfg.name, len(cfg.nodes), cfg.backend, cfg.proxy_mode) == ("other", 3, "host-gw", "iptables")
     bad({}, "spec.proxyMode", "Invalid value: 'ipvs'", proxy_override="ipvs")
-    bad({}, "spec.backend", "Invalid value: 'udp'", backend_override="udp")
+    bad({}, "spec.backend", "Invalid value: 'ipip'", backend_override="ipip")
 
 
 def test_network_settings_are_read():
