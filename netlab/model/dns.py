@@ -13,8 +13,11 @@ open, netlab does what CoreDNS's kubernetes plugin does:
   `<hostname>.<svc>.<ns>.svc.<zone>`, once per service it backs. A pod that backs no
   service has no PTR (NXDOMAIN), as with CoreDNS: `<a-b-c-d>.<ns>.pod.<zone>` is
   forward-only.
-- Pod A records `<a-b-c-d>.<ns>.pod.<zone>` exist for pods that exist (CoreDNS's
-  "pods verified" mode), ready or not.
+- Pod A records `<a-b-c-d>.<ns>.pod.<zone>` follow the lab's `dnsPods` mode, CoreDNS's `pods`
+  option. insecure (the default, as kube-dns and kubeadm's CoreDNS answer): any address under a
+  namespace that exists, synthesised by the server from the name, so they are not listed here
+  ("pods": "insecure" tells the server). verified: listed here for pods that exist in that
+  namespace, ready or not. disabled: none.
 - SRV: priority 0, weight floor(100 / records in the set), CoreDNS's arithmetic. A headless
   service's SRV carries the endpoint's port (clients connect to the pod directly).
 
@@ -81,7 +84,7 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
 
         {"zone": "cluster.local", "ttl": 30, "serial": <crc32 of the content>,
          "dns_ip": "10.96.0.10", "reverse": ["10.96.0.0/12", "10.244.0.0/16"],
-         "namespaces": ["default", ...],
+         "namespaces": ["default", ...], "pods": "insecure",
          "A":   {"redis-master.default.svc.cluster.local": ["10.96.0.2"], ...},
          "SRV": {"_http._tcp.web.default.svc.cluster.local":
                      [{"priority": 0, "weight": 100, "port": 80, "target": "web.default.svc.cluster.local"}]},
@@ -98,9 +101,10 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
     pods = list(cluster.pods.values())
     by_key = {p.meta.key: p for p in pods}
 
-    for pod in pods:
-        if pod.pod_ip:
-            a.setdefault(pod_fqdn(pod, zone), set()).add(pod.pod_ip)
+    if cfg.dns_pods == "verified":
+        for pod in pods:
+            if pod.pod_ip:
+                a.setdefault(pod_fqdn(pod, zone), set()).add(pod.pod_ip)
 
     for svc in sorted(cluster.services.values(), key=lambda s: s.meta.key):
         fqdn = service_fqdn(svc, zone)
@@ -132,6 +136,7 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
         "zone": zone, "ttl": ttl, "dns_ip": cfg.dns_ip,
         "reverse": [cfg.service_cidr, cfg.cluster_cidr],
         "namespaces": sorted(cluster.namespaces),
+        "pods": cfg.dns_pods,
         "A": {name: sorted(ips, key=_ip_key) for name, ips in sorted(a.items())},
         "SRV": dict(sorted(srv.items())),
         "PTR": {name: sorted(targets) for name, targets in sorted(ptr.items())},

@@ -28,7 +28,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from dnslib import (A, CNAME, EDNS0, NS, OPCODE, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, DNSError, DNSHeader,
+from dnslib import (A, AAAA, CNAME, EDNS0, NS, OPCODE, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, DNSError, DNSHeader,
                     DNSRecord)
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
@@ -66,6 +66,10 @@ class Zone:
         self.ttl = int(records.get("ttl", 30))
         self.serial = int(records.get("serial", 0)) & 0xFFFFFFFF
         self.nets = [ipaddress.ip_network(c) for c in records.get("reverse", [])]
+        self.namespaces = set(records.get("namespaces", []))
+        # Pod records: "insecure" synthesises them from the name; "verified" lists them in "A"
+        # (also what a file from before this key means); "disabled" has none.
+        self.pods = records.get("pods", "verified")
         self.rrs: dict[str, list[tuple[int, object]]] = {}
         for name, ips in records.get("A", {}).items():
             self._add(name, QTYPE.A, [A(ip) for ip in ips])
@@ -79,8 +83,8 @@ class Zone:
         # A name exists if it owns records or has descendants that do (empty
         # non-terminals such as default.svc.cluster.local answer NODATA, not NXDOMAIN).
         self.names = {self.zone}
-        owners = list(self.rrs) + [f"{ns}.{kind}.{self.zone}" for ns in records.get("namespaces", [])
-                                   for kind in ("svc", "pod")]
+        kinds = ("svc",) if self.pods == "disabled" else ("svc", "pod")
+        owners = list(self.rrs) + [f"{ns}.{kind}.{self.zone}" for ns in self.namespaces for kind in kinds]
         for name in owners:
             apex = self.apex(name) or self.zone
             while name != apex and name not in self.names and "." in name:
@@ -89,6 +93,23 @@ class Zone:
 
     def _add(self, name: str, qtype: int, rdatas: list) -> None:
         self.rrs.setdefault(name.lower().strip("."), []).extend((qtype, r) for r in rdatas)
+
+    def pod_address(self, name: str) -> Optional[ipaddress._BaseAddress]:
+        """The address an insecure-mode pod name spells, as kube-dns and CoreDNS read it:
+        `1-2-3-4.<ns>.pod.<zone>` is 1.2.3.4 (three dashes, none doubled), any other dashed
+        label an IPv6 address; the namespace must exist (CoreDNS's check). None otherwise."""
+        suffix = f".pod.{self.zone}"
+        if self.pods != "insecure" or not name.endswith(suffix):
+            return None
+        labels = name[:-len(suffix)].split(".")
+        if len(labels) != 2 or labels[1] not in self.namespaces:
+            return None
+        host = labels[0]
+        text = host.replace("-", ".") if host.count("-") == 3 and "--" not in host else host.replace("-", ":")
+        try:
+            return ipaddress.ip_address(text)
+        except ValueError:
+            return None
 
     def apex(self, name: str) -> Optional[str]:
         """The zone apex this server answers `name` under, or None (not ours: REFUSED)."""
@@ -125,11 +146,15 @@ class Zone:
             reply.header.aa = 0
             reply.header.rcode = RCODE.REFUSED
             return reply
-        if name not in self.names:
+        rrs = self.rrs.get(name, [])
+        pod = self.pod_address(name)
+        if pod is not None:
+            rrs = [(QTYPE.A, A(str(pod))) if pod.version == 4 else (QTYPE.AAAA, AAAA(str(pod)))]
+        elif name not in self.names:
             reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(self.soa(apex))
             return reply
-        matches = [(t, r) for t, r in self.rrs.get(name, []) if q.qtype in (t, QTYPE.ANY)]
+        matches = [(t, r) for t, r in rrs if q.qtype in (t, QTYPE.ANY)]
         if name == self.zone and q.qtype in (QTYPE.SOA, QTYPE.ANY):
             reply.add_answer(self.soa(apex))
         if name == self.zone and q.qtype in (QTYPE.NS, QTYPE.ANY):

@@ -20,8 +20,10 @@ from typing import Optional
 import pytest
 from dnslib import A, EDNS0, QTYPE, RCODE, RR, TXT, DNSRecord
 
+from netlab.model.config import parse_lab
 from netlab.model.dns import build_records, resolv_conf
 from netlab.model.envvars import container_env, env_name, expand, service_env
+from netlab.model.errors import InvalidError
 from netlab.model.loader import load_lab
 from netlab.model.objects import Meta, Service, ServicePort
 from netlab.runtime.dnsmasq import dnsmasq_argv, dnsmasq_missing, find_dnsmasq
@@ -140,21 +142,80 @@ def test_headless_service_lists_ready_endpoints(cluster):
     assert sorted(s["target"] for s in srv) == sorted(names.values())
     assert {(s["priority"], s["weight"], s["port"]) for s in srv} == {(0, 33, 5433)}   # endpoint port
     assert {s["port"] for s in r["SRV"][f"_metrics._tcp.{db}"]} == {9187}
-    assert f"{ips['db-0'].replace('.', '-')}.shop.pod.{ZONE}" in r["A"]
 
 
-def test_readiness_controls_headless_records(cluster):
+def test_readiness_controls_headless_records(cluster, monkeypatch):
+    monkeypatch.setattr(cluster.config, "dns_pods", "verified")
     ready = {k for k in cluster.pods if k != "shop/db-1"}
     r = build_records(cluster, ready=ready)
     db = f"db.shop.svc.{ZONE}"
     assert ip_of(cluster, "shop/db-1") not in r["A"][db]
     assert f"db-1.{db}" not in r["A"]
     assert len(r["SRV"][f"_pg._tcp.{db}"]) == 2 and r["SRV"][f"_pg._tcp.{db}"][0]["weight"] == 50
-    # Pod records do not depend on readiness.
+    # Pod records (verified mode: listed for the pods that exist) do not depend on readiness.
     assert f"{ip_of(cluster, 'shop/db-1').replace('.', '-')}.shop.pod.{ZONE}" in r["A"]
     none_ready = build_records(cluster, ready=set())
     assert db not in none_ready["A"] and f"_pg._tcp.{db}" not in none_ready["SRV"]
     assert none_ready["serial"] != r["serial"] and build_records(cluster, ready=ready) == r
+
+
+def test_pod_records_follow_the_dns_pods_mode(cluster, monkeypatch):
+    db0 = cluster.pods["shop/db-0"]
+    name = f"{db0.pod_ip.replace('.', '-')}.shop.pod.{ZONE}"
+    insecure = build_records(cluster)            # the default: the server synthesises them
+    assert insecure["pods"] == "insecure" and not [n for n in insecure["A"] if ".pod." in n]
+    monkeypatch.setattr(cluster.config, "dns_pods", "verified")
+    verified = build_records(cluster)
+    assert verified["pods"] == "verified" and verified["A"][name] == [db0.pod_ip]
+    assert len([n for n in verified["A"] if ".pod." in n]) == len(cluster.pods)
+    monkeypatch.setattr(cluster.config, "dns_pods", "disabled")
+    assert build_records(cluster)["pods"] == "disabled"
+
+
+def test_lab_yaml_dns_pods_setting():
+    doc = {"apiVersion": "netlab/v1", "kind": "Lab", "spec": {"dnsPods": "verified"}}
+    cfg = parse_lab(doc, default_name="x")
+    assert cfg.dns_pods == "verified" and parse_lab(None, default_name="x").dns_pods == "insecure"
+    assert parse_lab(cfg.to_dict(), default_name="x").dns_pods == "verified"     # state.json round trip
+    with pytest.raises(InvalidError) as info:
+        parse_lab({**doc, "spec": {"dnsPods": "secure"}}, default_name="x")
+    assert "spec.dnsPods" in str(info.value) and "insecure, verified, disabled" in str(info.value)
+
+
+def _pod_zone(mode: str) -> Zone:
+    return Zone({"zone": ZONE, "namespaces": ["default", "shop"], "pods": mode,
+                 "A": {f"10-244-1-5.shop.pod.{ZONE}": ["10.244.1.5"]} if mode == "verified" else {}})
+
+
+def _ask_zone(zone: Zone, name: str, qtype: str = "A") -> DNSRecord:
+    return zone.answer(DNSRecord.question(name, qtype))
+
+
+def test_insecure_pod_records_answer_any_address_under_a_namespace_that_exists():
+    # CoreDNS plugin/kubernetes handler_pod_insecure_test.go: 10-240-0-1.podns.pod... -> 10.240.0.1.
+    zone = _pod_zone("insecure")
+    for name, ip in ((f"10-244-1-5.shop.pod.{ZONE}", "10.244.1.5"),        # a pod that exists
+                     (f"172-0-0-2.default.pod.{ZONE}", "172.0.0.2"),        # any address at all
+                     (f"10-244-1-5.DEFAULT.pod.{ZONE}", "10.244.1.5")):     # another namespace, any case
+        reply = _ask_zone(zone, name)
+        assert reply.header.rcode == RCODE.NOERROR and answers(reply) == [ip]
+    assert [str(rr.rdata) for rr in _ask_zone(zone, f"fd00--1.default.pod.{ZONE}", "AAAA").rr] == ["fd00::1"]
+    nodata = _ask_zone(zone, f"10-244-1-5.shop.pod.{ZONE}", "AAAA")
+    assert (nodata.header.rcode, len(nodata.rr), nodata.auth[0].rtype) == (RCODE.NOERROR, 0, QTYPE.SOA)
+    for name in (f"blah.shop.pod.{ZONE}", f"10-244-1-5.nosuchns.pod.{ZONE}", f"10-244-1-256.shop.pod.{ZONE}",
+                 f"010-244-1-5.shop.pod.{ZONE}", f"x.10-244-1-5.shop.pod.{ZONE}"):
+        assert _ask_zone(zone, name).header.rcode == RCODE.NXDOMAIN, name
+
+
+def test_verified_and_disabled_pod_records():
+    verified = _pod_zone("verified")
+    assert answers(_ask_zone(verified, f"10-244-1-5.shop.pod.{ZONE}")) == ["10.244.1.5"]
+    assert _ask_zone(verified, f"10-244-1-5.default.pod.{ZONE}").header.rcode == RCODE.NXDOMAIN
+    assert _ask_zone(verified, f"10-244-1-9.shop.pod.{ZONE}").header.rcode == RCODE.NXDOMAIN
+    disabled = _pod_zone("disabled")
+    for name in (f"10-244-1-5.shop.pod.{ZONE}", f"shop.pod.{ZONE}"):
+        assert _ask_zone(disabled, name).header.rcode == RCODE.NXDOMAIN
+    assert _ask_zone(disabled, f"shop.svc.{ZONE}").header.rcode == RCODE.NOERROR
 
 
 def test_resolv_conf(cluster):
