@@ -1,4 +1,4 @@
-"""Cluster DNS records and pods' resolv.conf, per the Kubernetes DNS specification.
+"""Cluster DNS records and pods' resolv.conf and /etc/hosts, per the Kubernetes DNS specification.
 
 The spec is kubernetes/dns docs/specification.md (schema 1.0.1). Where it leaves a choice
 open, netlab does what CoreDNS's kubernetes plugin does:
@@ -145,6 +145,27 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
     # The serial names the content, so equal clusters give byte-equal files.
     records["serial"] = zlib.crc32(json.dumps(records, sort_keys=True).encode())
     return records
+
+
+def hosts_file(cluster: "Cluster", pod: Pod) -> str:
+    """The pod's /etc/hosts as kubelet writes it (pkg/kubelet/kubelet_pods.go,
+    managedHostsFileContent and GeneratePodHostNameAndDomain).
+
+    A pod with spec.subdomain gets the domain `<subdomain>.<ns>.svc.<zone>`, and its own line
+    names the fully qualified name first, so `hostname -f` (getaddrinfo's canonical name for
+    the hostname) prints it: `10.244.1.5  db-0.db.shop.svc.cluster.local  db-0`."""
+    zone = cluster.config.dns_domain.strip(".")
+    hostname = pod.hostname
+    own = f"{pod.pod_ip}\t{hostname}\n"
+    if pod.spec.subdomain:
+        own = f"{pod.pod_ip}\t{hostname}.{pod.spec.subdomain}.{pod.meta.namespace}.svc.{zone}\t{hostname}\n"
+    return ("# Kubernetes-managed hosts file.\n"
+            "127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\n"
+            "fe00::0\tip6-mcastprefix\n"
+            "fe00::1\tip6-allnodes\n"
+            "fe00::2\tip6-allrouters\n" + own)
 
 
 def resolv_conf(cluster: "Cluster", pod: Pod, upstream: Optional[str] = None) -> str:

@@ -41,13 +41,10 @@ def save(cluster: Cluster) -> None:
 
 def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts and resolv.conf."""
-    from ..model.dns import resolv_conf
+    from ..model.dns import hosts_file, resolv_conf
     etc = state.ETC_NETNS / cluster.pod_netns(pod)
     etc.mkdir(parents=True, exist_ok=True)
-    hostname = pod.hostname
-    (etc / "hosts").write_text(
-        "# Kubernetes-managed hosts file (netlab).\n127.0.0.1\tlocalhost\n"
-        f"::1\tlocalhost ip6-localhost ip6-loopback\n{pod.pod_ip}\t{hostname}\n")
+    (etc / "hosts").write_text(hosts_file(cluster, pod))
     (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
 
 

@@ -21,7 +21,7 @@ import pytest
 from dnslib import A, EDNS0, QTYPE, RCODE, RR, TXT, DNSRecord
 
 from netlab.model.config import parse_lab
-from netlab.model.dns import build_records, resolv_conf
+from netlab.model.dns import build_records, hosts_file, resolv_conf
 from netlab.model.envvars import container_env, env_name, expand, service_env
 from netlab.model.errors import InvalidError
 from netlab.model.loader import load_lab
@@ -230,6 +230,20 @@ def test_resolv_conf(cluster):
     assert "nameserver 203.0.113.53\n" in resolv_conf(cluster, web, "203.0.113.53")
     no_upstream = resolv_conf(cluster, web)
     assert "nameserver" not in no_upstream.replace("# no nameserver", "") and "# no nameserver" in no_upstream
+
+
+def test_hosts_file_as_kubelet_writes_it(cluster):
+    db0, dbx = cluster.pods["shop/db-0"], cluster.pods["shop/db-x"]
+    frontend = next(p for p in cluster.pods.values() if p.meta.name.startswith("frontend-"))
+    hosts = hosts_file(cluster, db0)
+    # kubelet_pods.go managedHostsFileContent, line for line.
+    assert hosts.splitlines() == [
+        "# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters",
+        f"{db0.pod_ip}\tdb-0.db.shop.svc.cluster.local\tdb-0"]
+    # The subdomain need not name a service: the domain is written all the same.
+    assert hosts_file(cluster, dbx).endswith(f"{dbx.pod_ip}\tdb-x.other.shop.svc.cluster.local\tdb-x\n")
+    assert hosts_file(cluster, frontend).endswith(f"{frontend.pod_ip}\t{frontend.meta.name}\n")
 
 
 # ------------------------------------------------------------------ env vars (pure)
