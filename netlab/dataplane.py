@@ -11,7 +11,7 @@ from typing import Optional
 from . import state
 from .kernel import iptables
 from .model.cluster import Cluster
-from .model.services import endpoints_for
+from .model.services import service_endpoints
 from .plan import kubeproxy
 
 
@@ -21,7 +21,7 @@ def _chains_file(lab: str):
 
 def endpoints(cluster: Cluster, ready: Optional[set[str]] = None) -> dict:
     """Endpoints of every service: {"ns/name": {port name: [Endpoint]}}."""
-    return {key: endpoints_for(svc, cluster.pods.values(), ready) for key, svc in cluster.services.items()}
+    return {key: service_endpoints(cluster, svc, ready) for key, svc in cluster.services.items()}
 
 
 def proxy_config_file(lab: str, node: str):

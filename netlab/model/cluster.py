@@ -18,10 +18,11 @@ from . import names
 from .config import LabConfig, parse_lab
 from .errors import InvalidError, LabError, NotFoundError
 from .ipam import Exhausted, Pool, node_subnet, nth_host
-from .objects import (Namespace, Pod, ReplicationController, Service, Meta, parse_object)
+from .objects import (EndpointSlice, Endpoints, Namespace, Pod, ReplicationController, Service, Meta,
+                      parse_object)
 from .services import ServiceAllocator
 
-Obj = Union[Namespace, Pod, ReplicationController, Service]
+Obj = Union[Namespace, Pod, ReplicationController, Service, Endpoints, EndpointSlice]
 SYSTEM_NAMESPACES = ("default", "kube-system")
 # kube's rand.String alphabet: no vowels (no words), no look-alikes (0/o, 1/l).
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -76,6 +77,9 @@ class Cluster:
     pods: dict[str, Pod] = field(default_factory=dict)
     rcs: dict[str, ReplicationController] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
+    # Endpoints and EndpointSlices written by hand (for Services without a selector).
+    endpoints: dict[str, Endpoints] = field(default_factory=dict)
+    slices: dict[str, EndpointSlice] = field(default_factory=dict)
     seed: Optional[int] = None
     # Nodes the node controller has found NotReady: tainted, so nothing new lands there.
     not_ready: set[str] = field(default_factory=set)
@@ -129,7 +133,8 @@ class Cluster:
         try:
             # Namespaces first, then services (so pods started after see their env vars),
             # then controllers and pods, the order `kubectl apply -f dir` would be safe in.
-            order = {"Namespace": 0, "Service": 1, "ReplicationController": 2, "Pod": 3}
+            order = {"Namespace": 0, "Service": 1, "Endpoints": 1, "EndpointSlice": 1,
+                     "ReplicationController": 2, "Pod": 3}
             self._check_duplicates(objects)
             self.service_alloc.hold(o for o in objects if isinstance(o, Service)
                                     and o.meta.key not in self.services)
@@ -171,7 +176,8 @@ class Cluster:
             self.namespaces[obj.meta.name] = obj
             return [obj]
         self._require_namespace(obj)
-        table = {Service: self.services, ReplicationController: self.rcs, Pod: self.pods}[type(obj)]
+        table = {Service: self.services, ReplicationController: self.rcs, Pod: self.pods,
+                 Endpoints: self.endpoints, EndpointSlice: self.slices}[type(obj)]
         if obj.meta.key in table:
             raise InvalidError(f"{obj.kind} {obj.meta.key} already exists", **self._where(obj, "metadata.name"))
         if isinstance(obj, Service):
@@ -182,6 +188,9 @@ class Cluster:
         if isinstance(obj, ReplicationController):
             self.rcs[obj.meta.key] = obj
             return [obj] + self.reconcile_rc(obj)
+        if isinstance(obj, (Endpoints, EndpointSlice)):
+            table[obj.meta.key] = obj
+            return [obj]
         self._place_pod(obj)
         return [obj]
 
@@ -313,7 +322,9 @@ class Cluster:
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
-                       + [to_manifest(o) for o in self.pods.values()],
+                       + [to_manifest(o) for o in self.pods.values()]
+                       + [to_manifest(o) for o in self.endpoints.values()]
+                       + [to_manifest(o) for o in self.slices.values()],
         }
 
     @classmethod
@@ -333,6 +344,10 @@ class Cluster:
                 cluster.services[obj.meta.key] = obj
             elif isinstance(obj, ReplicationController):
                 cluster.rcs[obj.meta.key] = obj
+            elif isinstance(obj, Endpoints):
+                cluster.endpoints[obj.meta.key] = obj
+            elif isinstance(obj, EndpointSlice):
+                cluster.slices[obj.meta.key] = obj
             else:
                 obj.spec.node_name = doc["spec"].get("nodeName", "")
                 obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))

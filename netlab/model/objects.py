@@ -145,12 +145,39 @@ class Service:
     load_balancer_ip: str = ""   # requested (spec.loadBalancerIP) or allocated
     external_ips: list[str] = field(default_factory=list)
     created: float = 0.0         # when the API server admitted it (kubelet's env vars depend on it)
+    external_name: str = ""      # type ExternalName: the DNS name it aliases (a CNAME, no rules)
+    external_traffic_policy: str = ""    # Cluster | Local; "" when not externally accessible
+    internal_traffic_policy: str = "Cluster"
+    health_check_node_port: int = 0      # LoadBalancer + externalTrafficPolicy Local: allocated
+    source_ranges: list[str] = field(default_factory=list)   # spec.loadBalancerSourceRanges
+    lb_requested: list[str] = field(default_factory=list)    # several ingress IPs asked for by annotation
+    lb_ingress: list[str] = field(default_factory=list)      # status.loadBalancer.ingress[].ip
 
     kind = "Service"
 
     @property
     def headless(self) -> bool:
         return self.cluster_ip == "None"
+
+    @property
+    def load_balancer_ips(self) -> list[str]:
+        """The load balancer's addresses (status.loadBalancer.ingress), as kube-proxy reads them."""
+        if self.type != "LoadBalancer":
+            return []
+        return list(self.lb_ingress) or ([self.load_balancer_ip] if self.load_balancer_ip else [])
+
+    @property
+    def externally_accessible(self) -> bool:
+        """apiservice.ExternallyAccessible: a NodePort/LoadBalancer type or external IPs."""
+        return self.type in ("NodePort", "LoadBalancer") or bool(self.external_ips)
+
+    @property
+    def external_policy_local(self) -> bool:
+        return self.externally_accessible and self.external_traffic_policy == "Local"
+
+    @property
+    def internal_policy_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
 
 
 @dataclass
@@ -159,7 +186,51 @@ class Namespace:
     kind = "Namespace"
 
 
-KINDS = {"Namespace": "v1", "Pod": "v1", "ReplicationController": "v1", "Service": "v1"}
+@dataclass
+class EndpointAddress:
+    """One backend address of a manually written Endpoints or EndpointSlice object."""
+    ip: str
+    node: str = ""               # nodeName: where kube-proxy's Local traffic policy looks
+    ready: bool = True
+    hostname: str = ""
+    target: str = ""             # targetRef "ns/name" of a Pod, if any
+
+
+@dataclass
+class EndpointPortSpec:
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+@dataclass
+class Endpoints:
+    """v1 Endpoints written by hand, for a Service without a selector (the endpoints
+    controller owns those of services with one)."""
+    meta: Meta
+    subsets: list[tuple[list[EndpointAddress], list[EndpointPortSpec]]]
+    kind = "Endpoints"
+
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass
+class EndpointSlice:
+    """discovery.k8s.io/v1 EndpointSlice; it belongs to the Service its
+    kubernetes.io/service-name label names."""
+    meta: Meta
+    endpoints: list[EndpointAddress]
+    ports: list[EndpointPortSpec]
+    kind = "EndpointSlice"
+
+    @property
+    def service(self) -> str:
+        return self.meta.labels.get(SERVICE_NAME_LABEL, "")
+
+
+KINDS = {"Namespace": "v1", "Pod": "v1", "ReplicationController": "v1", "Service": "v1",
+         "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1"}
 
 
 # ---------------------------------------------------------------- parsing helpers
@@ -547,7 +618,9 @@ def parse_rc(doc: dict, w: _Where) -> ReplicationController:
                                  template_labels=tlabels, template=pod_spec, raw_template=template)
 
 
-SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+# Several load-balancer addresses for one Service, the way MetalLB is asked for them.
+LB_IPS_ANNOTATIONS = ("metallb.universe.tf/loadBalancerIPs", "metallb.io/loadBalancerIPs")
 
 
 def parse_service(doc: dict, w: _Where) -> Service:
@@ -559,9 +632,10 @@ def parse_service(doc: dict, w: _Where) -> Service:
     spec = w.map(doc.get("spec"), "spec")
     stype = w.str(spec.get("type"), "spec.type") or "ClusterIP"
     if stype not in SERVICE_TYPES:
-        raise w.err("spec.type", 'supported values: "ClusterIP", "NodePort", "LoadBalancer"', stype)
+        raise w.err("spec.type", 'supported values: "ClusterIP", "ExternalName", "LoadBalancer", '
+                    '"NodePort"', stype)
     raw_ports = w.list(spec.get("ports"), "spec.ports")
-    if not raw_ports:
+    if not raw_ports and stype != "ExternalName":
         raise w.err("spec.ports", "Required value")
     ports: list[ServicePort] = []
     seen: set = set()
@@ -585,15 +659,22 @@ def parse_service(doc: dict, w: _Where) -> Service:
                 raise w.err(f"{ppath}.{what}", "Duplicate value", key[0])
             seen.add(key)
         node_port = w.int(rp.get("nodePort"), f"{ppath}.nodePort", 0, 65535)
-        if node_port and stype == "ClusterIP":
-            raise w.err(f"{ppath}.nodePort", "may not be used when `type` is 'ClusterIP'", node_port)
+        if node_port and stype in ("ClusterIP", "ExternalName"):
+            raise w.err(f"{ppath}.nodePort", f"may not be used when `type` is '{stype}'", node_port)
         w.str(rp.get("appProtocol"), f"{ppath}.appProtocol")
         ports.append(ServicePort(port=port, name=name, protocol=proto, target_port=tp, node_port=node_port))
     cluster_ip = w.str(spec.get("clusterIP"), "spec.clusterIP")
     if cluster_ip == "None" and stype != "ClusterIP":
         raise w.err("spec.clusterIP", f"may not be set to 'None' for {stype} services", cluster_ip)
+    if cluster_ip and stype == "ExternalName":
+        raise w.err("spec.clusterIP", "may not be set for ExternalName services", cluster_ip)
     if cluster_ip not in ("", "None"):
         cluster_ip = w.ipv4(cluster_ip, "spec.clusterIP")
+    external_name = w.str(spec.get("externalName"), "spec.externalName")
+    if stype == "ExternalName":
+        problem = check_dns_subdomain(external_name.removesuffix(".")) if external_name else "Required value"
+        if problem:
+            raise w.err("spec.externalName", problem, external_name or None)
     selector = spec.get("selector")
     affinity = w.str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None"
     if affinity not in ("None", "ClientIP"):
@@ -607,13 +688,48 @@ def parse_service(doc: dict, w: _Where) -> Service:
         lb_ip = w.ipv4(lb_ip, "spec.loadBalancerIP")
     external_ips = [w.external_ip(ip, f"spec.externalIPs[{i}]")
                     for i, ip in enumerate(w.list(spec.get("externalIPs"), "spec.externalIPs"))]
-    for i, rng in enumerate(w.list(spec.get("loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges")):
-        w.cidr(rng, f"spec.loadBalancerSourceRanges[{i}]")
+    ranges = [w.cidr(rng, f"spec.loadBalancerSourceRanges[{i}]")
+              for i, rng in enumerate(w.list(spec.get("loadBalancerSourceRanges"),
+                                             "spec.loadBalancerSourceRanges"))]
+    if ranges and stype != "LoadBalancer":
+        raise w.err("spec.loadBalancerSourceRanges", "may only be used when `type` is 'LoadBalancer'")
+    accessible = stype in ("NodePort", "LoadBalancer") or bool(external_ips)
+    etp = w.str(spec.get("externalTrafficPolicy"), "spec.externalTrafficPolicy")
+    if etp and not accessible:
+        raise w.err("spec.externalTrafficPolicy", "may only be set for externally-accessible services", etp)
+    if etp and etp not in ("Cluster", "Local"):
+        raise w.err("spec.externalTrafficPolicy", 'supported values: "Cluster", "Local"', etp)
+    etp = (etp or "Cluster") if accessible else ""
+    itp = w.str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy") or "Cluster"
+    if itp not in ("Cluster", "Local"):
+        raise w.err("spec.internalTrafficPolicy", 'supported values: "Cluster", "Local"', itp)
+    hc_port = w.int(spec.get("healthCheckNodePort"), "spec.healthCheckNodePort", 0, 65535)
+    if hc_port and not (stype == "LoadBalancer" and etp == "Local"):
+        raise w.err("spec.healthCheckNodePort", "may only be set when `type` is 'LoadBalancer' and "
+                    "`externalTrafficPolicy` is 'Local'", hc_port)
+    requested: list[str] = []
+    for key in LB_IPS_ANNOTATIONS:
+        if key in meta.annotations and stype == "LoadBalancer":
+            path = f"metadata.annotations[{key}]"
+            requested = [w.ipv4(ip.strip(), path) for ip in meta.annotations[key].split(",") if ip.strip()]
+            if lb_ip and requested:
+                raise w.err(path, "may not be used together with spec.loadBalancerIP")
+    status = w.map(doc.get("status"), "status")
+    lb_status = w.map(w.map(status.get("loadBalancer"), "status.loadBalancer"), "status.loadBalancer")
+    ingress = []
+    for i, item in enumerate(w.list(lb_status.get("ingress"), "status.loadBalancer.ingress")):
+        ip = w.map(item, f"status.loadBalancer.ingress[{i}]").get("ip")
+        if ip:
+            ingress.append(w.ipv4(ip, f"status.loadBalancer.ingress[{i}].ip"))
     return Service(meta=meta, ports=ports,
                    selector=w.labels(selector, "spec.selector") if selector is not None else None,
                    type=stype, cluster_ip=cluster_ip,
                    session_affinity=affinity, affinity_timeout=timeout,
-                   load_balancer_ip=lb_ip, external_ips=external_ips)
+                   load_balancer_ip=lb_ip, external_ips=external_ips,
+                   external_name=external_name if stype == "ExternalName" else "",
+                   external_traffic_policy=etp, internal_traffic_policy=itp,
+                   health_check_node_port=hc_port, source_ranges=ranges,
+                   lb_requested=requested, lb_ingress=ingress if stype == "LoadBalancer" else [])
 
 
 def parse_namespace(doc: dict, w: _Where) -> Namespace:
@@ -624,8 +740,103 @@ def parse_namespace(doc: dict, w: _Where) -> Namespace:
     return Namespace(meta=meta)
 
 
+def _endpoint_ip(w: _Where, value, path: str) -> str:
+    """An endpoint address, checked as the API server checks them (ValidateEndpointIP)."""
+    ip = w.ipv4(value, path)
+    addr = ipaddress.IPv4Address(ip)
+    for bad, what in ((addr.is_unspecified, "unspecified"), (addr.is_loopback, "loopback"),
+                      (addr.is_link_local, "link-local"), (addr.is_multicast, "multicast")):
+        if bad:
+            raise w.err(path, f"may not be {what} address" if what == "unspecified" else
+                        f"may not be in the {what} range (" + {"loopback": "127.0.0.0/8",
+                        "link-local": "169.254.0.0/16", "multicast": "224.0.0.0/4"}[what] + ")", ip)
+    return ip
+
+
+def _endpoint_ports(w: _Where, raw, path: str, required_port: bool = True) -> list[EndpointPortSpec]:
+    ports, seen = [], set()
+    for i, rp in enumerate(w.list(raw, path)):
+        ppath = f"{path}[{i}]"
+        rp = w.map(rp, ppath)
+        name = w.str(rp.get("name"), f"{ppath}.name")
+        if name:
+            problem = check_dns_label(name, 15)
+            if problem:
+                raise w.err(f"{ppath}.name", problem, name)
+        if name in seen:
+            raise w.err(f"{ppath}.name", "Duplicate value", name)
+        seen.add(name)
+        w.str(rp.get("appProtocol"), f"{ppath}.appProtocol")
+        ports.append(EndpointPortSpec(
+            port=w.int(rp.get("port"), f"{ppath}.port", 1, 65535, required=required_port),
+            name=name, protocol=_protocol(rp.get("protocol"), f"{ppath}.protocol", w)))
+    return ports
+
+
+def _target(w: _Where, raw, path: str, namespace: str) -> str:
+    ref = w.map(raw, path)
+    if ref.get("kind", "Pod") != "Pod" or not ref.get("name"):
+        return ""
+    return f"{w.str(ref.get('namespace'), path + '.namespace') or namespace}/{w.str(ref.get('name'), path + '.name')}"
+
+
+def parse_endpoints(doc: dict, w: _Where) -> Endpoints:
+    meta = parse_meta(doc, w)
+    subsets = []
+    for i, raw in enumerate(w.list(doc.get("subsets"), "subsets")):
+        spath = f"subsets[{i}]"
+        raw = w.map(raw, spath)
+        addresses = []
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for j, ra in enumerate(w.list(raw.get(key), f"{spath}.{key}")):
+                apath = f"{spath}.{key}[{j}]"
+                ra = w.map(ra, apath)
+                hostname = w.str(ra.get("hostname"), f"{apath}.hostname")
+                if hostname and check_dns_label(hostname):
+                    raise w.err(f"{apath}.hostname", check_dns_label(hostname), hostname)
+                addresses.append(EndpointAddress(
+                    ip=_endpoint_ip(w, ra.get("ip"), f"{apath}.ip"), ready=ready, hostname=hostname,
+                    node=w.str(ra.get("nodeName"), f"{apath}.nodeName"),
+                    target=_target(w, ra.get("targetRef"), f"{apath}.targetRef", meta.namespace)))
+        subsets.append((addresses, _endpoint_ports(w, raw.get("ports"), f"{spath}.ports")))
+    return Endpoints(meta=meta, subsets=subsets)
+
+
+def parse_endpoint_slice(doc: dict, w: _Where) -> EndpointSlice:
+    meta = parse_meta(doc, w)
+    family = w.str(doc.get("addressType"), "addressType", required=True)
+    if family not in ("IPv4", "IPv6", "FQDN"):
+        raise w.err("addressType", 'supported values: "FQDN", "IPv4", "IPv6"', family)
+    if family != "IPv4":
+        raise w.err("addressType", "netlab's networks are IPv4 only", family)
+    if not meta.labels.get(SERVICE_NAME_LABEL):
+        # Without it no Service owns the slice; kube-proxy would ignore it.
+        raise w.err(f"metadata.labels[{SERVICE_NAME_LABEL}]", "Required value: the name of the "
+                    "Service this slice belongs to")
+    endpoints = []
+    for i, re_ in enumerate(w.list(doc.get("endpoints"), "endpoints")):
+        epath = f"endpoints[{i}]"
+        re_ = w.map(re_, epath)
+        addrs = w.list(re_.get("addresses"), f"{epath}.addresses")
+        if len(addrs) != 1:
+            raise w.err(f"{epath}.addresses", "must contain exactly 1 address" if addrs else "Required value")
+        cond = w.map(re_.get("conditions"), f"{epath}.conditions")
+        ready = cond.get("ready")
+        if ready is not None and not isinstance(ready, bool):
+            raise w.err(f"{epath}.conditions.ready", "must be a boolean", ready)
+        hostname = w.str(re_.get("hostname"), f"{epath}.hostname")
+        if hostname and check_dns_label(hostname):
+            raise w.err(f"{epath}.hostname", check_dns_label(hostname), hostname)
+        endpoints.append(EndpointAddress(
+            ip=_endpoint_ip(w, addrs[0], f"{epath}.addresses[0]"), ready=ready is not False,
+            hostname=hostname, node=w.str(re_.get("nodeName"), f"{epath}.nodeName"),
+            target=_target(w, re_.get("targetRef"), f"{epath}.targetRef", meta.namespace)))
+    return EndpointSlice(meta=meta, endpoints=endpoints, ports=_endpoint_ports(w, doc.get("ports"), "ports"))
+
+
 PARSERS = {"Namespace": parse_namespace, "Pod": parse_pod,
-           "ReplicationController": parse_rc, "Service": parse_service}
+           "ReplicationController": parse_rc, "Service": parse_service,
+           "Endpoints": parse_endpoints, "EndpointSlice": parse_endpoint_slice}
 
 
 def describe_obj(doc: Any) -> str:

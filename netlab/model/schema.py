@@ -90,6 +90,15 @@ SERVICE_SPEC = fields(
 
 NAMESPACE_SPEC = fields("finalizers")
 
+# core/v1 Endpoints (no spec: subsets at the top) and discovery.k8s.io/v1 EndpointSlice.
+OBJECT_REFERENCE = fields("apiVersion", "fieldPath", "kind", "name", "namespace", "resourceVersion", "uid")
+ENDPOINT_ADDRESS = fields("hostname", "ip", "nodeName", targetRef=OBJECT_REFERENCE)
+ENDPOINT_PORT = fields("appProtocol", "name", "port", "protocol")
+ENDPOINT_SUBSET = fields(addresses=Each(ENDPOINT_ADDRESS), notReadyAddresses=Each(ENDPOINT_ADDRESS),
+                         ports=Each(ENDPOINT_PORT))
+SLICE_ENDPOINT = fields("addresses", "deprecatedTopology", "hints", "hostname", "nodeName", "zone",
+                        conditions=fields("ready", "serving", "terminating"), targetRef=OBJECT_REFERENCE)
+
 
 def _object(spec: dict) -> dict:
     return fields("apiVersion", "kind", "status", metadata=OBJECT_META, spec=spec)
@@ -100,6 +109,9 @@ KIND_SCHEMAS = {
     "Pod": _object(POD_SPEC),
     "ReplicationController": _object(RC_SPEC),
     "Service": _object(SERVICE_SPEC),
+    "Endpoints": fields("apiVersion", "kind", metadata=OBJECT_META, subsets=Each(ENDPOINT_SUBSET)),
+    "EndpointSlice": fields("addressType", "apiVersion", "kind", metadata=OBJECT_META,
+                            endpoints=Each(SLICE_ENDPOINT), ports=Each(ENDPOINT_PORT)),
 }
 
 LIST = fields("apiVersion", "kind", "items", metadata=LIST_META)

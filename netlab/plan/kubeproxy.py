@@ -1,7 +1,6 @@
 """kube-proxy's iptables mode for one node, rendered as iptables-restore text.
 
-The text is what kube-proxy (v1.2x, iptables mode, Cluster traffic policy, default flags)
-writes to `iptables-restore --noflush` on each sync, argument for argument, so a learner can
+The text is what kube-proxy (v1.28-v1.29, iptables mode, default flags) writes to `iptables-restore --noflush` on each sync, argument for argument, so a learner can
 hold it next to a real node. iptables-save prints the same rules normalised: `-d 10.96.0.3`
 becomes `-d 10.96.0.3/32`, `-p tcp` moves before the matches, `--or-mark 0x4000` reads
 `--set-xmark 0x4000/0x4000`, and the probability 0.3333333333 reads 0.33333333349 (the
@@ -15,20 +14,25 @@ pods reach the simulated internet SNAT'd to their node's address.
 
 Where kube-proxy is not deterministic the renderer picks an order: services by "ns/name" (Go
 map order in kube-proxy), endpoints by their "IP:port" text (as kube-proxy's cache sorts
-them). Not rendered: KUBE-SVL and KUBE-FW chains (no Local traffic policy, no
-loadBalancerSourceRanges in the model) and the KUBE-PROXY-CANARY chains of its monitor.
+them). Traffic policies follow proxy.CategorizeEndpoints: externalTrafficPolicy Local gets the
+KUBE-EXT short-circuit rules and a KUBE-SVL chain of this node's endpoints (DROP "has no local
+endpoints" where there are none), internalTrafficPolicy Local sends the ClusterIP to KUBE-SVL,
+loadBalancerSourceRanges get a KUBE-FW chain and the KUBE-PROXY-FIREWALL drop, and a
+healthCheckNodePort its ACCEPT. Not rendered: topology hints, terminating endpoints, and the
+KUBE-PROXY-CANARY chains of its monitor.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping, Optional
 
 from netlab.model.cluster import Cluster, Node
 from netlab.model.objects import Service, ServicePort
-from netlab.model.services import Endpoint, endpoints_for
+from netlab.model.services import Endpoint, service_endpoints
 
 MASQ_MARK = "0x4000"
 # kube-proxy drops per-endpoint comments above this many endpoints ("large cluster mode").
@@ -132,13 +136,15 @@ def render_jumps() -> list[Jump]:
 
 @dataclass(frozen=True)
 class _Port:
-    """One service port as kube-proxy sees it: its name, chains and endpoints."""
+    """One service port as kube-proxy on one node sees it: its name, chains and endpoints,
+    split by traffic policy as proxy.CategorizeEndpoints splits them."""
 
     svc: Service
     port: ServicePort
     name: str
     proto: str
-    endpoints: tuple[Endpoint, ...]
+    endpoints: tuple[Endpoint, ...]          # every ready endpoint, in kube-proxy's order
+    node: str = ""                           # the node the rules are for (Local policies)
 
     # Chain names are hashes; compute each once, a sync with thousands of endpoints asks often.
     @cached_property
@@ -146,8 +152,16 @@ class _Port:
         return svc_chain(self.name, self.proto)
 
     @cached_property
+    def svl_chain(self) -> str:
+        return "KUBE-SVL-" + port_proto_hash(self.name, self.proto)
+
+    @cached_property
     def ext_chain(self) -> str:
         return ext_chain(self.name, self.proto)
+
+    @cached_property
+    def fw_chain(self) -> str:
+        return "KUBE-FW-" + port_proto_hash(self.name, self.proto)
 
     @cached_property
     def sep_chains(self) -> tuple[str, ...]:
@@ -155,30 +169,106 @@ class _Port:
 
     @property
     def lb_ips(self) -> list[str]:
-        return [self.svc.load_balancer_ip] if self.svc.type == "LoadBalancer" and self.svc.load_balancer_ip else []
+        return self.svc.load_balancer_ips
 
     @property
     def externally_accessible(self) -> bool:
         return bool(self.port.node_port or self.lb_ips or self.svc.external_ips)
 
+    # --- traffic policies (pkg/proxy/service.go, topology.go)
+
+    @property
+    def external_local(self) -> bool:
+        return self.externally_accessible and self.svc.external_traffic_policy == "Local"
+
+    @property
+    def internal_local(self) -> bool:
+        return self.svc.internal_policy_local
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        # Even with external policy Local, Cluster endpoints serve the short-circuit rules.
+        return not self.internal_local or self.externally_accessible
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_local or self.external_local
+
+    @cached_property
+    def cluster_endpoints(self) -> tuple[Endpoint, ...]:
+        return self.endpoints if self.uses_cluster_endpoints else ()
+
+    @cached_property
+    def local_endpoints(self) -> tuple[Endpoint, ...]:
+        if not self.uses_local_endpoints:
+            return ()
+        return tuple(ep for ep in self.endpoints if ep.node and ep.node == self.node)
+
+    @cached_property
+    def reachable(self) -> tuple[tuple[Endpoint, str], ...]:
+        """allLocallyReachableEndpoints with their KUBE-SEP chains."""
+        keep = {str(ep) for ep in self.cluster_endpoints} | {str(ep) for ep in self.local_endpoints}
+        return tuple((ep, sep) for ep, sep in zip(self.endpoints, self.sep_chains) if str(ep) in keep)
+
+    def seps(self, endpoints: tuple[Endpoint, ...]) -> list[tuple[Endpoint, str]]:
+        chosen = {str(ep) for ep in endpoints}
+        return [(ep, sep) for ep, sep in zip(self.endpoints, self.sep_chains) if str(ep) in chosen]
+
+    @property
+    def has_endpoints(self) -> bool:
+        return bool(self.endpoints)
+
+    @property
+    def has_internal(self) -> bool:
+        return self.has_endpoints and (not self.internal_local or bool(self.local_endpoints))
+
+    @property
+    def has_external(self) -> bool:
+        return self.has_endpoints and (not self.external_local or bool(self.local_endpoints))
+
+    @property
+    def internal_chain(self) -> str:
+        return self.svl_chain if self.internal_local else self.svc_chain
+
+    @property
+    def external_policy_chain(self) -> str:
+        return self.svl_chain if self.external_local else self.svc_chain
+
+    @property
+    def uses_ext_chain(self) -> bool:
+        return self.has_endpoints and self.externally_accessible
+
+    @property
+    def uses_fw_chain(self) -> bool:
+        return self.has_endpoints and bool(self.lb_ips) and bool(self.svc.source_ranges)
+
+    @property
+    def uses_cluster_chain(self) -> bool:
+        return bool(self.cluster_endpoints)
+
+    @property
+    def uses_local_chain(self) -> bool:
+        return bool(self.local_endpoints)
+
     def match(self, dst: str, dport: int) -> str:
         return f"-m {self.proto} -p {self.proto} -d {dst} --dport {dport}"
 
 
-def _service_ports(cluster: Cluster, endpoints_by_service: Optional[EndpointsByService]) -> list[_Port]:
+def _service_ports(cluster: Cluster, endpoints_by_service: Optional[EndpointsByService],
+                   node: str = "") -> list[_Port]:
     ports = []
     for key in sorted(cluster.services):
         svc = cluster.services[key]
         if svc.headless or not svc.cluster_ip:
-            continue    # kube-proxy skips services without a ClusterIP
+            continue    # kube-proxy skips services without a ClusterIP (headless, ExternalName)
         if endpoints_by_service is None:
-            eps = endpoints_for(svc, cluster.pods.values())
+            eps = service_endpoints(cluster, svc)
         else:
             eps = endpoints_by_service.get(key, {})
         for port in svc.ports:
             # kube-proxy's endpoint cache sorts endpoints by their "IP:port" string.
             chosen = tuple(sorted(eps.get(port.name, []), key=str))
-            ports.append(_Port(svc, port, service_port_name(svc, port), port.protocol.lower(), chosen))
+            ports.append(_Port(svc, port, service_port_name(svc, port), port.protocol.lower(), chosen, node))
     return ports
 
 
@@ -225,46 +315,66 @@ def _write_top_level(b: _Buffers) -> None:
 
 
 def _write_capture_rules(b: _Buffers, p: _Port) -> None:
-    """KUBE-SERVICES / KUBE-NODEPORTS entries, or REJECTs in filter when there is no endpoint."""
-    has_eps = bool(p.endpoints)
-    reject = f'-m comment --comment "{p.name} has no endpoints"'
-    port = p.port.port
-    if has_eps:
-        b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{p.name} cluster IP" '
-                           f"{p.match(p.svc.cluster_ip, port)} -j {p.svc_chain}")
+    """KUBE-SERVICES / KUBE-NODEPORTS entries; in filter, REJECT without endpoints and DROP
+    without local ones (Local traffic policies), the load-balancer firewall and health checks."""
+    if not p.has_endpoints:
+        internal_target = external_target = "REJECT"
+        internal_comment = external_comment = f'"{p.name} has no endpoints"'
     else:
-        b.filter_rules.append(f"-A KUBE-SERVICES {reject} {p.match(p.svc.cluster_ip, port)} -j REJECT")
+        internal_target = external_target = "DROP"
+        internal_comment = external_comment = f'"{p.name} has no local endpoints"'
+    port = p.port.port
+    if p.has_internal:
+        b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{p.name} cluster IP" '
+                           f"{p.match(p.svc.cluster_ip, port)} -j {p.internal_chain}")
+    else:
+        b.filter_rules.append(f"-A KUBE-SERVICES -m comment --comment {internal_comment} "
+                              f"{p.match(p.svc.cluster_ip, port)} -j {internal_target}")
     for ip in p.svc.external_ips:
-        if has_eps:
+        if p.has_endpoints:
             b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{p.name} external IP" '
                                f"{p.match(ip, port)} -j {p.ext_chain}")
-        else:
-            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES {reject} {p.match(ip, port)} -j REJECT")
+        if not p.has_external:
+            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {external_comment} "
+                                  f"{p.match(ip, port)} -j {external_target}")
+    lb_chain = p.fw_chain if p.uses_fw_chain else p.ext_chain
     for ip in p.lb_ips:
-        if has_eps:
+        if p.has_endpoints:
             b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{p.name} loadbalancer IP" '
-                               f"{p.match(ip, port)} -j {p.ext_chain}")
-        else:
-            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES {reject} {p.match(ip, port)} -j REJECT")
+                               f"{p.match(ip, port)} -j {lb_chain}")
+        if p.uses_fw_chain:
+            b.filter_rules.append(f'-A KUBE-PROXY-FIREWALL -m comment --comment "{p.name} traffic not accepted '
+                                  f'by {p.fw_chain}" {p.match(ip, port)} -j DROP')
+    if not p.has_external:
+        for ip in p.lb_ips:
+            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {external_comment} "
+                                  f"{p.match(ip, port)} -j {external_target}")
     if p.port.node_port:
         proto_port = f"-m {p.proto} -p {p.proto} --dport {p.port.node_port}"
-        if has_eps:
+        if p.has_endpoints:
             b.nat_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {p.name} {proto_port} -j {p.ext_chain}")
-        else:
-            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES {reject} -m addrtype --dst-type LOCAL "
-                                  f"{proto_port} -j REJECT")
+        if not p.has_external:
+            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {external_comment} "
+                                  f"-m addrtype --dst-type LOCAL {proto_port} -j {external_target}")
+    if p.svc.health_check_node_port:
+        # Whether or not the node has local endpoints, the health check port is let in.
+        b.filter_rules.append(f'-A KUBE-NODEPORTS -m comment --comment "{p.name} health check node port" '
+                              f"-m tcp -p tcp --dport {p.svc.health_check_node_port} -j ACCEPT")
 
 
 def _port_chains(p: _Port) -> list[str]:
     """The nat chains a port owns, in the order kube-proxy declares them; none without endpoints."""
-    if not p.endpoints:
-        return []
-    ext = [p.ext_chain] if p.externally_accessible else []
-    return ext + [p.svc_chain, *p.sep_chains]
+    chains = [p.ext_chain] if p.uses_ext_chain else []
+    chains += [p.fw_chain] if p.uses_fw_chain else []
+    chains += [p.svc_chain] if p.uses_cluster_chain else []
+    chains += [p.svl_chain] if p.uses_local_chain else []
+    return chains + [sep for _, sep in p.reachable]
 
 
-def _write_service_chains(b: _Buffers, p: _Port, cluster_cidr: str, large: bool, write: bool) -> None:
-    """The port's own chains: KUBE-EXT, KUBE-SVC and one KUBE-SEP per endpoint.
+def _write_service_chains(b: _Buffers, p: _Port, cluster_cidr: str, node_ip: str, large: bool,
+                          write: bool) -> None:
+    """The port's own chains: KUBE-EXT, KUBE-FW, KUBE-SVC, KUBE-SVL and one KUBE-SEP per
+    endpoint this node can reach.
 
     With write=False (a partial sync, port unchanged) the chains are only marked active: they
     stay in the kernel untouched because --noflush leaves chains the input does not name alone.
@@ -274,25 +384,53 @@ def _write_service_chains(b: _Buffers, p: _Port, cluster_cidr: str, large: bool,
     if not write or not chains:
         return
     b.nat_chains += [f":{chain} - [0:0]" for chain in chains]
-    # Masquerade traffic from outside the cluster CIDR: it may have been routed to this node
-    # for the service range and its replies must come back the same way.
-    b.nat_rules.append(f'-A {p.svc_chain} -m comment --comment "{p.name} cluster IP" '
-                       f"{p.match(p.svc.cluster_ip, p.port.port)} ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
-    if p.externally_accessible:
-        b.nat_rules += [f'-A {p.ext_chain} -m comment --comment "masquerade traffic for {p.name} external '
-                        f'destinations" -j KUBE-MARK-MASQ',
-                        f"-A {p.ext_chain} -j {p.svc_chain}"]
-    b.nat_rules += _service_to_endpoint_rules(p, large)
-    for ep, sep in zip(p.endpoints, p.sep_chains):
+    if p.has_internal:
+        # Masquerade traffic from outside the cluster CIDR: it may have been routed to this node
+        # for the service range and its replies must come back the same way.
+        b.nat_rules.append(f'-A {p.internal_chain} -m comment --comment "{p.name} cluster IP" '
+                           f"{p.match(p.svc.cluster_ip, p.port.port)} ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
+    if p.uses_ext_chain:
+        if not p.external_local:
+            # Endpoints may be on other nodes: masquerade, so replies come back through us.
+            b.nat_rules.append(f'-A {p.ext_chain} -m comment --comment "masquerade traffic for {p.name} '
+                               f'external destinations" -j KUBE-MARK-MASQ')
+        else:
+            # Only this node's endpoints: the client's address is kept. Pods and the node itself
+            # are short-circuited to the Cluster chain, as if out to the load balancer and back.
+            b.nat_rules += [
+                f'-A {p.ext_chain} -m comment --comment "pod traffic for {p.name} external destinations" '
+                f"-s {cluster_cidr} -j {p.svc_chain}",
+                f'-A {p.ext_chain} -m comment --comment "masquerade LOCAL traffic for {p.name} external '
+                f'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+                f'-A {p.ext_chain} -m comment --comment "route LOCAL traffic for {p.name} external '
+                f'destinations" -m addrtype --src-type LOCAL -j {p.svc_chain}',
+            ]
+        if p.has_external:
+            b.nat_rules.append(f"-A {p.ext_chain} -j {p.external_policy_chain}")
+    if p.uses_fw_chain:
+        head = f'-A {p.fw_chain} -m comment --comment "{p.name} loadbalancer IP"'
+        from_node = False
+        for cidr in p.svc.source_ranges:
+            b.nat_rules.append(f"{head} -s {cidr} -j {p.ext_chain}")
+            from_node = from_node or (bool(node_ip) and ipaddress.ip_address(node_ip) in ipaddress.ip_network(cidr))
+        if from_node:
+            # A VIP the node holds loops a node's own request back with the VIP as source.
+            b.nat_rules += [f"{head} -s {ip} -j {p.ext_chain}" for ip in p.lb_ips]
+        b.nat_rules.append(f'-A {p.fw_chain} -m comment --comment "other traffic to {p.name} will be dropped '
+                           f'by KUBE-PROXY-FIREWALL"')
+    if p.uses_cluster_chain:
+        b.nat_rules += _service_to_endpoint_rules(p, p.svc_chain, p.seps(p.cluster_endpoints), large)
+    if p.uses_local_chain:
+        b.nat_rules += _service_to_endpoint_rules(p, p.svl_chain, p.seps(p.local_endpoints), large)
+    for ep, sep in p.reachable:
         b.nat_rules += _endpoint_rules(p, ep, sep, large)
 
 
-def _service_to_endpoint_rules(p: _Port, large: bool) -> list[str]:
+def _service_to_endpoint_rules(p: _Port, chain: str, pairs: list[tuple[Endpoint, str]], large: bool) -> list[str]:
     """Affinity checks first, then the random cascade 1/n, 1/(n-1), ... and a last sure jump."""
     def head(ep: Endpoint) -> str:
-        return f"-A {p.svc_chain}" + ("" if large else f' -m comment --comment "{p.name} -> {ep}"')
+        return f"-A {chain}" + ("" if large else f' -m comment --comment "{p.name} -> {ep}"')
 
-    pairs = list(zip(p.endpoints, p.sep_chains))
     rules = []
     if p.svc.session_affinity == "ClientIP":
         for ep, sep in pairs:
@@ -365,13 +503,14 @@ def render_node_rules(cluster: Cluster, node: Node,
     unchanged SVC chain still jumps to cannot be deleted (the restore would fail).
     """
     cidr = cluster.config.cluster_cidr
-    ports = _service_ports(cluster, endpoints_by_service)
+    ports = _service_ports(cluster, endpoints_by_service, node.name)
     large = sum(len(p.endpoints) for p in ports) > LARGE_CLUSTER_ENDPOINTS
     b = _Buffers()
     _write_top_level(b)
     for p in ports:
         _write_capture_rules(b, p)
-        _write_service_chains(b, p, cidr, large, write=changed is None or p.svc.meta.key in changed)
+        _write_service_chains(b, p, cidr, node.internal_ip, large,
+                              write=changed is None or p.svc.meta.key in changed)
     _write_stale_chains(b, previous_chains)
     _write_trailer(b)
     _write_flannel_masq(b, cidr, node.pod_cidr)
@@ -385,6 +524,6 @@ def node_chains(cluster: Cluster, node: Node,
     (kube-proxy finds stale chains with iptables-save; the plan knows them without asking.)
     """
     chains = {*NAT_CHAINS, FLANNEL_CHAIN}
-    for p in _service_ports(cluster, endpoints_by_service):
+    for p in _service_ports(cluster, endpoints_by_service, node.name):
         chains.update(_port_chains(p))
     return sorted(chains)

@@ -272,7 +272,22 @@ def test_headless_service():
 
 @pytest.mark.parametrize("mutate,field,why", [
     (lambda d: d["metadata"].update(name="web.v1"), "metadata.name", "RFC 1123 label"),
-    (lambda d: d["spec"].update(type="ExternalName"), "spec.type", "Invalid value: 'ExternalName'"),
+    (lambda d: d["spec"].update(type="Ingress"), "spec.type", "Invalid value: 'Ingress'"),
+    (lambda d: d["spec"].update(type="ExternalName"), "spec.externalName", "Required value"),
+    (lambda d: d["spec"].update(type="ExternalName", externalName="db_1.example.net"), "spec.externalName",
+     "Invalid value: 'db_1.example.net'"),
+    (lambda d: d["spec"].update(type="ExternalName", externalName="db.example.net", clusterIP="10.96.0.9"),
+     "spec.clusterIP", "may not be set for ExternalName services"),
+    (lambda d: d["spec"].update(externalTrafficPolicy="Local"), "spec.externalTrafficPolicy",
+     "may only be set for externally-accessible services"),
+    (lambda d: d["spec"].update(type="NodePort", externalTrafficPolicy="Nearby"), "spec.externalTrafficPolicy",
+     'supported values: "Cluster", "Local"'),
+    (lambda d: d["spec"].update(internalTrafficPolicy="Node"), "spec.internalTrafficPolicy",
+     'supported values: "Cluster", "Local"'),
+    (lambda d: d["spec"].update(type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=30100),
+     "spec.healthCheckNodePort", "may only be set when `type` is 'LoadBalancer'"),
+    (lambda d: d["spec"].update(loadBalancerSourceRanges=["192.0.2.0/24"]), "spec.loadBalancerSourceRanges",
+     "may only be used when `type` is 'LoadBalancer'"),
     (lambda d: d["spec"].pop("ports"), "spec.ports", "Required value"),
     (lambda d: d["spec"]["ports"].append({"port": 81, "name": "b"}), "spec.ports[0].name",
      "multi-port service must be named"),
@@ -333,7 +348,8 @@ def test_document_that_is_not_a_mapping():
 @pytest.mark.parametrize("doc,obj,field,why", [
     ({"apiVersion": "v1", "metadata": {"name": "web"}}, "?/web", "kind", "Required value"),
     ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}, "Deployment/web", "kind",
-     "Invalid value: 'Deployment': unknown kind (netlab knows Namespace, Pod, ReplicationController, Service)"),
+     "Invalid value: 'Deployment': unknown kind (netlab knows EndpointSlice, Endpoints, Namespace, Pod, ReplicationController, "
+     "Service)"),
     ({"kind": "Pod", "metadata": {"name": "web"}}, "Pod/web", "apiVersion", "Required value"),
     ({"apiVersion": "apps/v1", "kind": "Pod", "metadata": {"name": "web"}}, "Pod/web", "apiVersion",
      "Invalid value: 'apps/v1': Pod is served as apiVersion 'v1'"),

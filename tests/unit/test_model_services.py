@@ -56,7 +56,6 @@ def test_cluster_ip_already_allocated_message_is_exact():
 
 
 @pytest.mark.parametrize("ip,why", [
-    ("10.96.0.1", "provided IP is already allocated"),                  # the kubernetes service's
     ("10.200.0.1", "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"),
     ("10.96.0.0", "provided IP is not in the valid range"),             # network address
     ("10.111.255.255", "provided IP is not in the valid range"),        # broadcast address
@@ -65,6 +64,14 @@ def test_cluster_ip_already_allocated_message_is_exact():
 ])
 def test_bad_cluster_ip(ip, why):
     refused(cluster(), svc_doc("web", clusterIP=ip), "spec.clusterIP", f"Invalid value: '{ip}': {why}")
+
+
+def test_the_kubernetes_address_goes_to_the_service_that_names_it():
+    c = cluster()
+    admit(c, svc_doc("a"), svc_doc("kubernetes", clusterIP="10.96.0.1", ports=[{"port": 443}]))
+    assert c.service("kubernetes").cluster_ip == "10.96.0.1"
+    refused(c, svc_doc("web", clusterIP="10.96.0.1"), "spec.clusterIP",
+            "Invalid value: '10.96.0.1': provided IP is already allocated")
 
 
 def test_headless_service_takes_no_address():
