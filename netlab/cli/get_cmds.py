@@ -104,13 +104,14 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
             emit(as_list([{"name": n.name, "status": readiness.get(n.name, "Unknown"),
                            "internalIP": n.internal_ip, "podCIDR": n.pod_cidr,
                            "netns": n.netns, "labels": n.labels, "vtepMAC": n.vtep_mac,
+                           "backend": cluster.config.backend,
                            "pods": len(cluster.pods_on(n.name))} for n in nodes]), output)
             return
         headers = ["NAME", "STATUS", "ROLES", "INTERNAL-IP", "POD-CIDR"]
         rows = [[n.name, readiness.get(n.name, "Unknown"), "<none>", n.internal_ip, n.pod_cidr] for n in nodes]
         if output == "wide":
-            headers += ["PODS", "NETNS"]
-            rows = [r + [len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
+            headers += ["BACKEND", "PODS", "NETNS"]
+            rows = [r + [cluster.config.backend, len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
         typer.echo(table(headers, rows))
         return
     if resource == "namespaces":
@@ -231,6 +232,8 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
                   f"InternalIP:   {node.internal_ip}", f"PodCIDR:      {node.pod_cidr}",
                   f"Netns:        {node.netns}", f"Backend:      {cluster.config.backend}",
                   f"VTEP:         flannel.1 {node.vtep_ip} {node.vtep_mac}" if cluster.config.backend == "vxlan" else "",
+                  f"TUN:          flannel0 {node.vtep_ip}, flanneld on {node.internal_ip}:8285"
+                  if cluster.config.backend == "udp" else "",
                   f"Pods:         ({len(cluster.pods_on(node.name))} in total)"]
         lines += [f"  {p.meta.namespace}/{p.meta.name} {p.pod_ip}" for p in cluster.pods_on(node.name)]
         events = []

@@ -4,7 +4,7 @@ The walk asks the kernels, namespace by namespace: the source's route (`ip route
 through netlink), the node's nat PREROUTING, filter FORWARD and nat POSTROUTING rules
 (evaluated by netfilter.walk over the live rules), the node's route for the translated
 address, and for the overlay the neighbour and FDB entries that give the VXLAN outer
-header. Where kube-proxy chooses at random the walk forks, one branch per endpoint. Each
+header (or, with the udp backend, flannel0's carrier and flanneld's subnet table). Where kube-proxy chooses at random the walk forks, one branch per endpoint. Each
 delivered packet's answer is walked back too (routes and overlay only: conntrack, not the
 rules, handles replies), since a request that arrives but cannot be answered is a failed
 connection. Then one real connection goes out, and the rules whose packet counters moved
@@ -311,6 +311,8 @@ class Walker:
             return [Branch(chance, hops, "dropped: a routing loop", "dropped", hits)]
         if route.dev == netplan.VXLAN_DEV:
             return self.encapsulate(node, pkt, route, hops, chance, hits, depth)
+        if route.dev == netplan.TUN_DEV:
+            return self.through_flanneld(node, pkt, hops, chance, hits, depth)
         return self.on_underlay(route.via or pkt.dst, pkt, hops, chance, hits, depth)
 
     def encapsulate(self, node: Node, pkt: Packet, route: Route, hops: list[Hop], chance: float,
@@ -335,6 +337,60 @@ class Walker:
         nxt = self.nodes[remote]
         hops = hops + [Hop("underlay", f"br0 carries the UDP datagram to node {nxt.name} ({remote}), "
                                        f"its {dev} decapsulates it")]
+        return self.at_node(nxt, pkt, dev, hops, chance, hits, depth + 1)
+
+
+    def flanneld(self, node: Node) -> tuple[bool, str]:
+        """(does a flanneld hold node's flannel0, how it is known): the TUN's carrier is on
+        exactly while a process has it open; the agent's status names the process."""
+        space = self.ns(node.netns)
+        dev = netplan.TUN_DEV
+        if dev not in space.index:
+            return False, f"{node.name} has no {dev}"
+        carrier = space.ipr.get_links(space.index[dev])[0].get_attr("IFLA_CARRIER")
+        from .. import state
+        run = ((state.read_json(state.status_file(self.view.name)) or {}).get("daemons") or {}).get(
+            f"flanneld/{node.name}") or {}
+        who = f"flanneld pid {run['pid']}" if run.get("pid") else f"flanneld {run.get('state', 'unknown').lower()}"
+        return bool(carrier), f"{dev} carrier {'on' if carrier else 'off'} ({who})"
+
+    def through_flanneld(self, node: Node, pkt: Packet, hops: list[Hop], chance: float,
+                         hits: list, depth: int) -> list[Branch]:
+        """flannel's udp backend: the TUN hands the packet to flanneld, which sends it whole as
+        one UDP datagram to the node its subnet table names; that node's flanneld writes it
+        into its own flannel0."""
+        from ..runtime.flanneld import parse_table, subnets_file
+        here = f"node {node.name}"
+        dev = netplan.TUN_DEV
+        up, why = self.flanneld(node)
+        hops = hops + [Hop(here, f"into the TUN {dev}: {why}")]
+        if not up:
+            return [Branch(chance, hops, f"dropped: no flanneld reads {dev} on {node.name}, the kernel "
+                                         f"discards what the route sends there", "dropped", hits)]
+        try:
+            shift, table = parse_table(subnets_file(self.view.name).read_text())
+        except OSError as exc:
+            return [Branch(chance, hops, f"dropped: flanneld's subnet table is unreadable ({exc})", "dropped", hits)]
+        peer = table.get(int(ipaddress.IPv4Address(pkt.dst)) >> shift) if shift else None
+        subnet = f"{ipaddress.IPv4Address((int(ipaddress.IPv4Address(pkt.dst)) >> shift) << shift)}/{32 - shift}"
+        if peer is None:
+            return [Branch(chance, hops + [Hop(here, f"flanneld: no subnet in its table holds {pkt.dst}")],
+                           f"dropped by flanneld on {node.name}: unknown subnet", "dropped", hits)]
+        remote, port = peer
+        what = (f"flanneld reads it and sends it whole as UDP {node.internal_ip}:{port} > {remote}:{port}, "
+                f"payload {pkt.src} > {pkt.dst}" + (f":{pkt.dport}" if pkt.dport else ""))
+        hops = hops + [Hop(here, what, (f"table {subnets_file(self.view.name)}: {subnet} -> {remote}",))]
+        if remote not in self.nodes:
+            return [Branch(chance, hops, f"dropped: no node at {remote}", "dropped", hits)]
+        nxt = self.nodes[remote]
+        up, why = self.flanneld(nxt)
+        hops = hops + [Hop("underlay", f"br0 carries the datagram to node {nxt.name} ({remote}) port {port}")]
+        if not up:
+            return [Branch(chance, hops + [Hop(f"node {nxt.name}", f"{why}")],
+                           f"dropped: nobody on {nxt.name} reads UDP {port} (its flanneld is not running)",
+                           "dropped", hits)]
+        hops = hops + [Hop(f"node {nxt.name}", f"flanneld receives it and writes the inner packet into {dev}; "
+                                               f"{why}")]
         return self.at_node(nxt, pkt, dev, hops, chance, hits, depth + 1)
 
 

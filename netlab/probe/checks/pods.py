@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ...kernel import netns
 from ...model.objects import Pod
 from ...model.services import Endpoint
-from ...plan.network import POD_BRIDGE, VXLAN_DEV
+from ...plan.network import POD_BRIDGE, TUN_DEV, VXLAN_DEV
 from .. import sockets
 from ..catalog import check
 from ..lab import LabView, pod_hostname, pod_label
@@ -118,7 +118,8 @@ def pod_ip_unique(view: LabView, ev: Evidence) -> str:
 
 @check("node-routes",
        claim="Each node sends its own pod subnet to its bridge (cni0) and every other node's pod "
-             "subnet to the overlay (flannel.1), or with host-gw to that node's address.",
+             "subnet to the overlay (flannel.1; with the udp backend the cluster route to the TUN "
+             "flannel0), or with host-gw to that node's address.",
        source=f"{DOC001} (跨节点通讯: flannel 添加的路由), {DOC003} §4",
        needs="two or more nodes",
        applies=lambda view: len(view.cluster.nodes) > 1, evidence=STATE)
@@ -133,6 +134,8 @@ def node_routes(view: LabView, ev: Evidence) -> str:
                     want = Route("unicast", POD_BRIDGE)
                 elif backend == "vxlan":
                     want = Route("unicast", VXLAN_DEV, other.vtep_ip)
+                elif backend == "udp":
+                    want = Route("unicast", TUN_DEV)       # the cluster route: flanneld picks the node
                 else:
                     want = Route("unicast", "eth0", other.internal_ip)
                 route = space.route(target)
