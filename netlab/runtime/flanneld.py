@@ -88,7 +88,6 @@ class Forwarder:
         self.local_ip, self.port, self.tun_name = local_ip, port, tun_name
         self.routes: list = [0, {}]           # [shift, table], replaced whole on reload
         self.mtime = 0.0
-        self.reload_now = False
 
     # ------------------------------------------------------------ the table
 
@@ -111,13 +110,18 @@ class Forwarder:
                 changed = os.stat(self.table_path).st_mtime != self.mtime
             except FileNotFoundError:
                 continue
-            if changed or self.reload_now:
-                self.reload_now = False
-                self.reload()
+            if changed:
+                self.try_reload()
+
+    def try_reload(self) -> None:
+        """A table caught half-written or unreadable: keep the old one, try again next second."""
+        try:
+            self.reload()
+        except (OSError, ValueError) as exc:
+            print(f"flanneld: keeping the old table: {exc}", file=sys.stderr, flush=True)
 
     def on_hup(self, *_) -> None:
-        self.reload_now = True
-        self.reload()
+        self.try_reload()
 
     # ------------------------------------------------------------ set-up
 
