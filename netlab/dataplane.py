@@ -44,6 +44,8 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
         iptables.sync_node(node.netns, text)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
     state.write_json(_chains_file(cluster.name), owned)
+    from .runtime.healthcheck import write_configs
+    write_configs(cluster, eps)
     if cluster.config.dns:
         from .model.addons import records_path
         from .model.dns import build_records

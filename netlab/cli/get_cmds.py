@@ -149,29 +149,25 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
             emit(as_list([to_manifest(s) for s in objs]), output)
             return
         headers = nscol + ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
-        rows = [ns_of(s) + [s.meta.name, s.type, s.cluster_ip or "None",
-                            s.load_balancer_ip or ("<pending>" if s.type == "LoadBalancer" else "<none>"),
+        rows = [ns_of(s) + [s.meta.name, s.type, s.cluster_ip or "<none>", external_ip(s, output == "wide"),
                             ",".join(f"{p.port}{':%d' % p.node_port if p.node_port else ''}/{p.protocol}"
-                                     for p in s.ports)] for s in objs]
+                                     for p in s.ports) or "<none>"] for s in objs]
         if output == "wide":
             headers += ["SELECTOR"]
             rows = [r + [",".join(f"{k}={v}" for k, v in (s.selector or {}).items()) or "<none>"]
                     for r, s in zip(rows, objs)]
         typer.echo(table(headers, rows))
     elif resource == "endpoints":
-        from ..model.services import endpoints_for
+        from ..model.services import service_endpoints
         ready = engine.ready_from(status)
-        eps = [(s, endpoints_for(s, cluster.pods.values(), ready)) for s in objs]
+        eps = [(s, service_endpoints(cluster, s, ready)) for s in objs if s.type != "ExternalName"]
         if structured:
             emit(as_list([{"name": s.meta.name, "namespace": s.meta.namespace,
                            "subsets": {port or "": [{"ip": e.ip, "port": e.port, "pod": e.pod, "node": e.node}
                                                     for e in lst] for port, lst in by_port.items()}}
                           for s, by_port in eps]), output)
             return
-        rows = []
-        for s, by_port in eps:
-            shown = sorted({str(e) for lst in by_port.values() for e in lst})
-            rows.append(ns_of(s) + [s.meta.name, ",".join(shown) or "<none>"])
+        rows = [ns_of(s) + [s.meta.name, endpoints_column(by_port)] for s, by_port in eps]
         typer.echo(table(nscol + ["NAME", "ENDPOINTS"], rows))
     else:  # rcs
         if structured:
@@ -189,6 +185,31 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
                          ",".join(c.image for c in rc.template.containers), str(rc.selector)]
                     for r, rc in zip(rows, objs)]
         typer.echo(table(headers, rows))
+
+
+def external_ip(svc, wide: bool = False) -> str:
+    """kubectl's EXTERNAL-IP column (getServiceExternalIP): load-balancer ingress (cut to 16
+    characters unless wide) and external IPs, an ExternalName's name, <pending> or <none>."""
+    if svc.type == "ExternalName":
+        return svc.external_name
+    if svc.type == "LoadBalancer":
+        lb = ",".join(svc.load_balancer_ips)
+        if len(lb) > 16 and not wide:
+            lb = lb[:13] + "..."
+        shown = ([lb] if lb else []) + svc.external_ips
+        return ",".join(shown) or "<pending>"
+    return ",".join(svc.external_ips) or "<none>"
+
+
+def endpoints_column(by_port: dict) -> str:
+    """kubectl's ENDPOINTS column (formatEndpoints): ip:port once per port and address, so a
+    pod behind two ports (kube-dns's 53/UDP and 53/TCP) shows twice; the first three, then
+    "+ N more..."."""
+    shown = [str(e) for lst in by_port.values() for e in lst]
+    if not shown:
+        return "<none>"
+    more = f" + {len(shown) - 3} more..." if len(shown) > 3 else ""
+    return ",".join(shown[:3]) + more
 
 
 @app.command()
@@ -238,14 +259,25 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
         lines += [f"  {p.meta.namespace}/{p.meta.name} {p.pod_ip}" for p in cluster.pods_on(node.name)]
         events = []
     elif resource == "services":
-        from ..model.services import endpoints_for
+        from ..model.services import service_endpoints
         svc = cluster.service(name, namespace)
-        eps = endpoints_for(svc, cluster.pods.values(), engine.ready_from(status))
+        eps = service_endpoints(cluster, svc, engine.ready_from(status))
         lines += [f"Name:              {svc.meta.name}", f"Namespace:         {svc.meta.namespace}",
                   f"Selector:          {','.join(f'{k}={v}' for k, v in (svc.selector or {}).items()) or '<none>'}",
                   f"Type:              {svc.type}", f"IP:                {svc.cluster_ip}"]
-        if svc.load_balancer_ip:
-            lines.append(f"LoadBalancer Ingress: {svc.load_balancer_ip}")
+        if svc.external_name:
+            lines.append(f"External Name:     {svc.external_name}")
+        if svc.external_ips:
+            lines.append(f"External IPs:      {','.join(svc.external_ips)}")
+        for ip in svc.load_balancer_ips:
+            lines.append(f"LoadBalancer Ingress: {ip}")
+        if svc.source_ranges:
+            lines.append(f"LoadBalancer Source Ranges: {','.join(svc.source_ranges)}")
+        if svc.external_traffic_policy:
+            lines.append(f"External Traffic Policy: {svc.external_traffic_policy}")
+        lines.append(f"Internal Traffic Policy: {svc.internal_traffic_policy}")
+        if svc.health_check_node_port:
+            lines.append(f"HealthCheck NodePort: {svc.health_check_node_port}")
         for p in svc.ports:
             lines += [f"Port:              {p.name or '<unset>'}  {p.port}/{p.protocol}",
                       f"TargetPort:        {p.target}/{p.protocol}"]

@@ -518,7 +518,8 @@ class Agent:
         if obj.kind == "Namespace":
             return self.cluster.namespaces[obj.meta.name]
         return {"Pod": self.cluster.pods, "Service": self.cluster.services,
-                "ReplicationController": self.cluster.rcs}[obj.kind][obj.meta.key]
+                "ReplicationController": self.cluster.rcs, "Endpoints": self.cluster.endpoints,
+                "EndpointSlice": self.cluster.slices}[obj.kind][obj.meta.key]
 
     def object_view(self, obj) -> dict:
         doc = to_manifest(obj)

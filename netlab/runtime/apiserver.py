@@ -2,7 +2,7 @@
 
     GET    /api/v1/namespaces[/{name}]                       DELETE /api/v1/namespaces/{name}
     GET    /api/v1/nodes[/{name}]
-    GET    /api/v1[/namespaces/{ns}]/{pods|services|replicationcontrollers}[/{name}]
+    GET    /api/v1[/namespaces/{ns}]/{pods|services|replicationcontrollers|endpoints}[/{name}]
     POST   /api/v1/namespaces/{ns}/{resource}                create (409 AlreadyExists)
     PUT    /api/v1/namespaces/{ns}/{resource}/{name}         replace (404 NotFound)
     DELETE /api/v1/namespaces/{ns}/{resource}/{name}
@@ -25,10 +25,11 @@ from ..model.objects import parse_object
 from .api import ApiError, Request, ok_status
 
 RESOURCES = {"pods": ("Pod", "pods"), "services": ("Service", "services"),
-             "replicationcontrollers": ("ReplicationController", "rcs")}
+             "replicationcontrollers": ("ReplicationController", "rcs"),
+             "endpoints": ("Endpoints", "endpoints")}      # the hand-written ones
 _NAME = r"(?P<name>[^/]+)"
 _NS = r"/api/v1/namespaces/(?P<ns>[^/]+)"
-_RES = r"(?P<res>pods|services|replicationcontrollers)"
+_RES = r"(?P<res>pods|services|replicationcontrollers|endpoints)"
 
 Handler = Callable[[Any, re.Match, Request], tuple[int, Any]]
 ROUTES: list[tuple[str, re.Pattern, Handler]] = []

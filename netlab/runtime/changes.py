@@ -41,11 +41,17 @@ def save(cluster: Cluster) -> None:
 
 def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts and resolv.conf."""
+    from ..model import internet
     from ..model.dns import hosts_file, resolv_conf
     etc = state.ETC_NETNS / cluster.pod_netns(pod)
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "hosts").write_text(hosts_file(cluster, pod))
-    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
+    # dnsPolicy Default inherits the node's resolver: in a lab, the simulated internet's DNS.
+    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, internet.host_ip(cluster)))
+    # 0644 as kubelet writes them (the agent's umask is 077): a non-root container, and dnsmasq
+    # after it drops to nobody, must read them.
+    for name in ("hosts", "resolv.conf"):
+        (etc / name).chmod(0o644)
 
 
 def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:
@@ -147,8 +153,12 @@ def _scale_to(cluster: Cluster, rc: ReplicationController) -> None:
 def _exists(cluster: Cluster, obj) -> bool:
     if obj.kind == "Namespace":
         return obj.meta.name in cluster.namespaces
-    store = {"Service": cluster.services, "ReplicationController": cluster.rcs, "Pod": cluster.pods}
-    return obj.meta.key in store[obj.kind]
+    return obj.meta.key in _store(cluster, obj.kind)
+
+
+def _store(cluster: Cluster, kind: str) -> dict:
+    return {"Service": cluster.services, "ReplicationController": cluster.rcs, "Pod": cluster.pods,
+            "Endpoints": cluster.endpoints, "EndpointSlice": cluster.slices}[kind]
 
 
 def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply") -> list[str]:
@@ -173,6 +183,9 @@ def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply"
                 cluster.rcs[obj.meta.key] = obj
                 _scale_to(cluster, obj)
                 results.append(f"replicationcontroller/{obj.meta.name} configured")
+            elif obj.kind in ("Endpoints", "EndpointSlice"):
+                _store(cluster, obj.kind)[obj.meta.key] = obj
+                results.append(f"{kind}/{obj.meta.name} configured")
             elif isinstance(obj, Pod):
                 raise InvalidError("a pod's spec is immutable here: delete the pod and apply it again",
                                    file=obj.meta.source, obj=f"Pod/{obj.meta.name}", field="spec")
@@ -211,6 +224,10 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
             cluster.service(name, namespace)
             cluster.remove_service(f"{namespace}/{name}")
             return [f'service "{name}" deleted']
+        if kind == "endpoints":
+            if cluster.endpoints.pop(f"{namespace}/{name}", None) is None:
+                raise NotFoundError(f'endpoints "{name}" not found in namespace "{namespace}"')
+            return [f'endpoints "{name}" deleted']
         if kind == "rcs":
             rc = _rc(cluster, name, namespace)
             for pod in cluster.rc_pods(rc):
@@ -236,6 +253,9 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
                 cluster.remove_service(key)
             for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
                 del cluster.rcs[key]
+            for store in (cluster.endpoints, cluster.slices):
+                for key in [k for k in store if k.startswith(name + "/")]:
+                    del store[key]
             del cluster.namespaces[name]
             return [f'namespace "{name}" deleted']
         raise LabError(f"cannot delete {kind}")

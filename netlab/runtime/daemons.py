@@ -150,3 +150,11 @@ def flanneld(cluster) -> list[DaemonSpec]:
     return [DaemonSpec("flanneld", n.name, n.netns, "netlab.runtime.flanneld:run",
                        (table, n.internal_ip, str(UDP_PORT), TUN_DEV))
             for n in cluster.nodes if netns.is_netns(n.netns)]
+
+
+# Providers kept in modules of their own register when imported.
+from . import internet as _internet  # noqa: E402,F401  (the simulated internet host's dns and web)
+
+
+# Daemons defined next to their own code register themselves when imported.
+from . import healthcheck  # noqa: E402,F401
