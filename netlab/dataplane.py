@@ -15,6 +15,9 @@ from .model.services import service_endpoints
 from .plan import kubeproxy
 
 
+CLEANUP_KEY = "#lastCleanup"     # not a node name: those are DNS labels
+
+
 def _chains_file(lab: str):
     return state.lab_dir(lab) / "kubeproxy.json"
 
@@ -32,17 +35,27 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
     """Bring every node's kube-proxy in line with the cluster's services and endpoints.
 
     `proxies` (node -> PID, userspace mode): the agent's running proxies, told to reload."""
+    import time
     previous = state.read_json(_chains_file(cluster.name)) or {}
     eps = endpoints(cluster, ready)
     owned = {}
+    # Large cluster mode: stale chains go at most once per sync period (kube-proxy's
+    # lastIPTablesCleanup); in between they stay, remembered for the next cleanup.
+    last_cleanup = previous.pop(CLEANUP_KEY, 0.0)
+    cleanup = (cluster.config.proxy_mode == "userspace" or not kubeproxy.large_cluster(cluster, eps)
+               or time.time() - last_cleanup > kubeproxy.SYNC_PERIOD)
     for node in cluster.nodes:
         if cluster.config.proxy_mode == "userspace":
             owned[node.name] = _sync_userspace(cluster, node, eps, previous.get(node.name) or {},
                                                (proxies or {}).get(node.name))
             continue
-        text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=previous.get(node.name, ()))
+        before = previous.get(node.name, ())
+        text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=before, cleanup=cleanup)
         iptables.sync_node(node.netns, text)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
+        if not cleanup:
+            owned[node.name] = sorted(set(owned[node.name]) | set(kubeproxy.stale_chains(before, owned[node.name])))
+    owned[CLEANUP_KEY] = time.time() if cleanup else last_cleanup
     state.write_json(_chains_file(cluster.name), owned)
     from .runtime.healthcheck import write_configs
     write_configs(cluster, eps)

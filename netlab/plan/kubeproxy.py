@@ -37,6 +37,8 @@ from netlab.model.services import Endpoint, service_endpoints
 MASQ_MARK = "0x4000"
 # kube-proxy drops per-endpoint comments above this many endpoints ("large cluster mode").
 LARGE_CLUSTER_ENDPOINTS = 1000
+# In large cluster mode kube-proxy deletes stale chains at most once per --iptables-sync-period.
+SYNC_PERIOD = 30.0
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
 FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
                  "KUBE-PROXY-FIREWALL")
@@ -490,7 +492,7 @@ def _write_flannel_masq(b: _Buffers, cluster_cidr: str, pod_cidr: str) -> None:
 def render_node_rules(cluster: Cluster, node: Node,
                       endpoints_by_service: Optional[EndpointsByService] = None, *,
                       previous_chains: Iterable[str] = (),
-                      changed: Optional[set[str]] = None) -> str:
+                      changed: Optional[set[str]] = None, cleanup: bool = True) -> str:
     """One iptables-restore input (filter then nat, each ending in COMMIT) for `--noflush`.
 
     endpoints_by_service maps "ns/name" to {port name: [Endpoint]}; None computes them with
@@ -501,6 +503,9 @@ def render_node_rules(cluster: Cluster, node: Node,
     services ("ns/name") are rewritten; the rest stay in the kernel as they are. The caller
     must name every service whose endpoints or spec changed, or a stale SEP chain that an
     unchanged SVC chain still jumps to cannot be deleted (the restore would fail).
+    cleanup=False: in large cluster mode, leave stale chains for a later sync, as kube-proxy
+    does between its iptables cleanups (they are unreferenced, so harmless but for memory);
+    stale_chains() tells which to keep remembering.
     """
     cidr = cluster.config.cluster_cidr
     ports = _service_ports(cluster, endpoints_by_service, node.name)
@@ -511,7 +516,8 @@ def render_node_rules(cluster: Cluster, node: Node,
         _write_capture_rules(b, p)
         _write_service_chains(b, p, cidr, node.internal_ip, large,
                               write=changed is None or p.svc.meta.key in changed)
-    _write_stale_chains(b, previous_chains)
+    if cleanup or not large:
+        _write_stale_chains(b, previous_chains)
     _write_trailer(b)
     _write_flannel_masq(b, cidr, node.pod_cidr)
     return b.text()
@@ -527,3 +533,13 @@ def node_chains(cluster: Cluster, node: Node,
     for p in _service_ports(cluster, endpoints_by_service, node.name):
         chains.update(_port_chains(p))
     return sorted(chains)
+
+
+def large_cluster(cluster: Cluster, endpoints_by_service: Optional[EndpointsByService] = None) -> bool:
+    """kube-proxy's largeClusterMode: more than LARGE_CLUSTER_ENDPOINTS endpoints in all."""
+    return sum(len(p.endpoints) for p in _service_ports(cluster, endpoints_by_service)) > LARGE_CLUSTER_ENDPOINTS
+
+
+def stale_chains(previous_chains: Iterable[str], current: Iterable[str]) -> list[str]:
+    """Service chains a sync that skipped cleanup leaves in the kernel, to delete later."""
+    return sorted({c for c in previous_chains if is_service_chain(c)} - set(current))

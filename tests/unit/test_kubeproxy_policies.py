@@ -157,3 +157,29 @@ def test_health_check_node_port_is_allocated_for_local_load_balancers():
     assert b.health_check_node_port == 0          # only LoadBalancer services get one
     cluster.remove_service("default/a")
     assert a.health_check_node_port not in cluster.service_alloc.node_ports
+
+
+def test_large_cluster_mode_defers_stale_chain_deletion():
+    """proxier.go: `if !proxier.largeClusterMode || time.Since(proxier.lastIPTablesCleanup) >
+    proxier.syncPeriod` guards the iptables-save and the `-X` of stale chains."""
+    from netlab.plan.kubeproxy import large_cluster, stale_chains
+    cluster = lab(svc("default", "big", clusterIP="172.30.0.70", ports=[{"port": 80}]),
+                  svc("default", "gone", clusterIP="172.30.0.71", ports=[{"port": 80}]))
+    node = cluster.nodes[0]
+    eps = {"default/big": {"": [Endpoint(f"10.2.{i // 250}.{i % 250 + 2}", 80, "", "") for i in range(1001)]},
+           "default/gone": {"": [Endpoint("10.3.0.2", 80, "", "")]}}
+    assert large_cluster(cluster, eps)
+    before = node_chains(cluster, node, eps)
+    cluster.remove_service("default/gone")
+    now = {"default/big": eps["default/big"]}
+    deferred = render_node_rules(cluster, node, now, previous_chains=before, cleanup=False)
+    assert "\n-X " not in deferred
+    kept = stale_chains(before, node_chains(cluster, node, now))
+    assert len(kept) == 2 and all(c.startswith(("KUBE-SVC-", "KUBE-SEP-")) for c in kept)
+    cleaned = render_node_rules(cluster, node, now, previous_chains=kept, cleanup=True)
+    assert sorted(line[3:] for line in cleaned.splitlines() if line.startswith("-X ")) == kept
+    # Below the threshold kube-proxy cleans up on every sync, whatever `cleanup` says.
+    small = lab(svc("default", "gone", clusterIP="172.30.0.71", ports=[{"port": 80}]))
+    small_before = node_chains(small, small.nodes[0], {"default/gone": eps["default/gone"]})
+    small.remove_service("default/gone")
+    assert "\n-X " in render_node_rules(small, small.nodes[0], {}, previous_chains=small_before, cleanup=False)
