@@ -97,8 +97,15 @@ def pod_status(lab: str) -> dict:
 def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = None,
        backend: Optional[str] = None, proxy_mode: Optional[str] = None,
        progress: Progress = _no_progress, wait: float = 30.0,
-       timings: Optional[Timings] = None) -> Cluster:
-    """Build a lab from its directory. On any failure (or Ctrl-C) nothing is left behind."""
+       timings: Optional[Timings] = None, wait_ready: bool = False,
+       report: Optional[dict] = None) -> Cluster:
+    """Build a lab from its directory. On any failure (or Ctrl-C) nothing is left behind.
+
+    `up` waits (at most `wait` seconds) until every pod has started and either serves or has
+    settled not ready (a failed readiness probe, a crashed container), with the rules and DNS
+    records in sync; the pods that are not ready go into report["notReady"] ({pod: why})
+    rather than failing the lab, since a pod may be meant never to be ready. wait_ready=True
+    is the strict wait: every pod must serve, or `up` fails and rolls back."""
     check_timeout(wait)
     timings = timings or Timings()
     t = time.perf_counter()
@@ -146,7 +153,12 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
         if wait:
             # The agent syncs rules and DNS before it reports a pod Ready, so `up` returns with
             # the data plane already matching what the agent reports.
-            wait_for_pods(cluster, wait, progress)
+            if wait_ready:
+                wait_for_pods(cluster, wait, progress)
+            else:
+                not_ready = wait_for_started(cluster, wait, progress)
+                if report is not None:
+                    report["notReady"] = not_ready
         timings.record("pods", t)
     except BaseException as exc:
         if owner is not None:
@@ -235,6 +247,49 @@ def wait_for_pods(cluster: Cluster, timeout: float, progress: Progress = _no_pro
             waiting = [k for k in cluster.pods if not status.get(k, {}).get("serving")]
             raise StateError(f"{len(waiting)} pod(s) not serving after {timeout:.0f}s: "
                              f"{', '.join(waiting[:5])}; see `netlab logs`")
+        time.sleep(0.05)
+
+
+def _settled(st: dict) -> Optional[str]:
+    """Why a started pod that does not serve is not going to, soon: None while it may still."""
+    if st.get("phase") in ("Succeeded", "Failed"):
+        return f"phase {st['phase']}"
+    for c in st.get("containers", []):
+        if c.get("restartCount") or c.get("state") == "Terminated":
+            return f"container {c['name']} {c.get('reason') or c.get('state')} (restarts: {c.get('restartCount', 0)})"
+    for event in reversed(st.get("events", [])):
+        if event.get("reason") == "Unhealthy":
+            return event.get("message", "Unhealthy")
+    return None
+
+
+def _started(st: dict) -> bool:
+    containers = st.get("containers", [])
+    return bool(st.get("holderPid")) and bool(containers) and all(
+        c.get("startedAt") or c.get("state") != "Waiting" or c.get("restartCount") for c in containers)
+
+
+def wait_for_started(cluster: Cluster, timeout: float, progress: Progress = _no_progress) -> dict[str, str]:
+    """Wait until every pod has started and serves or has settled not ready; return the pods
+    that are not ready, each with why. Fails only if some pod never started at all."""
+    deadline = time.monotonic() + timeout
+    total = len(cluster.pods)
+    while True:
+        status = pod_status(cluster.name)
+        pods = {k: status.get(k, {}) for k in cluster.pods}
+        serving = {k for k, st in pods.items() if st.get("serving")}
+        progress("starting pods", len(serving), total)
+        settled = {k: _settled(st) for k, st in pods.items() if k not in serving and _started(st)}
+        if all(k in serving or settled.get(k) for k in pods):
+            return {k: why for k, why in settled.items() if why}
+        if time.monotonic() > deadline:
+            never = [k for k, st in pods.items() if not _started(st)]
+            if never:
+                raise StateError(f"{len(never)} pod(s) not started after {timeout:.0f}s: "
+                                 f"{', '.join(never[:5])}; see `netlab logs`")
+            return {k: settled.get(k) or ("Ready, but its declared ports are not listening"
+                                          if pods[k].get("ready") else "not ready yet")
+                    for k in pods if k not in serving}
         time.sleep(0.05)
 
 

@@ -44,7 +44,9 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
        nodes: Optional[int] = typer.Option(None, "--nodes", min=1, max=250, help="Number of nodes."),
        backend: Optional[str] = typer.Option(None, "--backend", help="Cross-node backend: vxlan, host-gw or udp (flannel0 + flanneld)."),
        proxy_mode: Optional[str] = typer.Option(None, "--proxy-mode", help="kube-proxy mode: iptables or userspace."),
-       timeout: float = typer.Option(60.0, help="Seconds to wait for every pod to serve."),
+       timeout: float = typer.Option(60.0, help="Seconds to wait for the pods to start (and serve)."),
+       wait_ready: bool = typer.Option(False, "--wait-ready",
+                                       help="Fail unless every pod serves (is Ready) within --timeout."),
        ) -> None:
     """Build a lab: nodes, pods, the pod network, Services; returns when pods serve."""
     import contextlib
@@ -57,8 +59,10 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
     progress, bar = _progress_printer()
     try:
         with bar if bar is not None else contextlib.nullcontext():
+            report: dict = {}
             cluster = engine.up(lab_dir, name=name, nodes=nodes, backend=backend,
-                                proxy_mode=proxy_mode, progress=progress, wait=timeout)
+                                proxy_mode=proxy_mode, progress=progress, wait=timeout,
+                                wait_ready=wait_ready, report=report)
     except LabError as exc:
         _show_kept_logs(getattr(exc, "kept_logs", None))
         raise
@@ -68,6 +72,8 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
                f"{len(cluster.services)} services, kube-proxy {cfg.proxy_mode} mode")
     typer.echo(table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],
                      [[n.name, n.internal_ip, n.pod_cidr, len(cluster.pods_on(n.name))] for n in cluster.nodes]))
+    for key, why in sorted(report.get("notReady", {}).items()):
+        typer.echo(f"not ready: pod {key}: {why}")
     typer.echo(f"\nnext: netlab get pods -o wide | netlab verify | netlab down {cluster.name}")
 
 

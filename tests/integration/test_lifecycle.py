@@ -213,7 +213,7 @@ def test_a_killed_up_is_removed_by_down(tmp_path, lab_name, cleanup, after):
 
 def test_a_failed_up_keeps_its_logs_and_says_where(tmp_path, lab_name, cleanup):
     cleanup.append(lab_name)
-    r = netlab("up", str(write_lab(tmp_path, NEVER_SERVES)), "--name", lab_name, "--timeout", "3")
+    r = netlab("up", str(write_lab(tmp_path, NEVER_SERVES)), "--name", lab_name, "--timeout", "3", "--wait-ready")
     assert r.returncode != 0
     error = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "not serving" in error[0], r.stderr

@@ -229,3 +229,59 @@ def test_several_load_balancer_addresses(lab):
     assert external_ip(svc) == "198.51.100.9,..."
     for ip in svc.load_balancer_ips:
         assert http_get(names.client_netns(lab.name), ip, 80, "/hostname") == "web-a"
+
+
+NEVER_READY = """
+apiVersion: netlab/v1
+kind: Lab
+metadata: {name: ignored}
+spec: {nodes: 1, dns: false}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shy, labels: {app: web}}
+spec:
+  containers:
+  - name: c
+    image: example/web
+    ports: [{containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /never, port: 8080}, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: keen, labels: {app: web}}
+spec:
+  containers: [{name: c, image: example/web, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def test_up_reports_a_pod_that_is_never_ready_instead_of_failing(make_lab):
+    """Issue 10 item 9: `up` waits for pods started and rules in sync, not for readiness."""
+    import time
+    from netlab.model.services import service_endpoints
+    report: dict = {}
+    started = time.monotonic()
+    cluster = make_lab(manifests=NEVER_READY, wait=30, report=report)
+    assert time.monotonic() - started < 20                   # well before the timeout
+    assert list(report["notReady"]) == ["default/shy"]
+    assert "Readiness probe failed" in report["notReady"]["default/shy"]
+    # Only the ready pod is an endpoint, and the rules say so already.
+    ready = engine.ready_pods(cluster.name)
+    eps = service_endpoints(cluster, cluster.service("web"), ready)[""]
+    assert [e.pod for e in eps] == ["default/keen"]
+    ip = cluster.service("web").cluster_ip
+    for _ in range(4):
+        assert http_get(cluster.nodes[0].netns, ip, 80, "/hostname") == "keen"
+
+
+def test_wait_ready_is_the_strict_wait(make_lab):
+    from netlab.model.errors import StateError
+    with pytest.raises(StateError, match="not serving"):
+        make_lab(manifests=NEVER_READY, wait=3, wait_ready=True)
