@@ -50,5 +50,7 @@ def create_persistent(ns: str, name: str) -> None:
             os.close(fd)
     try:
         netns.in_thread(make)
+    except FileNotFoundError:
+        raise netns.KernelError(f"the udp backend needs {TUN_PATH}: load the tun module (modprobe tun)") from None
     except OSError as exc:
         raise netns.KernelError(f"{ns}: TUN {name}: {exc.strerror or exc}") from None
