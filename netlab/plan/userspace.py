@@ -31,7 +31,7 @@ from typing import Iterator, Mapping, Optional
 from netlab.model.cluster import Cluster, Node
 from netlab.model.errors import LabError
 from netlab.model.objects import Service, ServicePort
-from netlab.model.services import endpoints_for
+from netlab.model.services import service_endpoints
 from netlab.plan.kubeproxy import (FLANNEL_CHAIN, EndpointsByService, Jump, _Buffers, _write_flannel_masq,
                                    render_jumps as kubeproxy_jumps, service_port_name)
 
@@ -118,10 +118,19 @@ def render_jumps() -> list[Jump]:
     ]
 
 
-def _match(proto: str, name: str, dport: int, dst: str = "") -> str:
-    """iptablesCommonPortalArgs, in iptables-save order."""
+def _comment(name: str) -> str:
+    """That era's ServicePortName.String() is always "ns/name:port", so an unnamed port's
+    comment ends in a colon ("default/web:"); later kube-proxies dropped it."""
+    return name if ":" in name else name + ":"
+
+
+def _match(proto: str, name: str, dport: int, dst: str = "", physdev: bool = False, local: bool = False) -> str:
+    """iptablesCommonPortalArgs, in iptables-save order: an external IP's container portal adds
+    `-m physdev ! --physdev-is-in` (not bridged in from a pod), its second one and its host
+    portal `-m addrtype --dst-type LOCAL` (the node holds the address)."""
     d = f"-d {dst}/32 " if dst else ""
-    return f'{d}-p {proto} -m comment --comment "{name}" -m {proto} --dport {dport}'
+    extra = (" -m physdev ! --physdev-is-in" if physdev else "") + (" -m addrtype --dst-type LOCAL" if local else "")
+    return f'{d}-p {proto} -m comment --comment "{_comment(name)}" -m {proto} --dport {dport}{extra}'
 
 
 def render_userspace_rules(cluster: Cluster, node: Node, ports: Mapping[str, int]) -> str:
@@ -134,8 +143,18 @@ def render_userspace_rules(cluster: Cluster, node: Node, ports: Mapping[str, int
     for svc, port, name in _service_ports(cluster):
         proto, proxy = port.protocol.lower(), ports[name]
         redirect, dnat = f"-j REDIRECT --to-ports {proxy}", f"-j DNAT --to-destination {node.internal_ip}:{proxy}"
-        lb = [svc.load_balancer_ip] if svc.type == "LoadBalancer" and svc.load_balancer_ip else []
-        for ip in [svc.cluster_ip, *lb]:
+        # openPortal (v1.2/v1.3 pkg/proxy/userspace/proxier.go): the cluster IP, then each
+        # external IP (isExternal), then each load-balancer ingress IP; rules in that order.
+        portals = [(svc.cluster_ip, False), *[(ip, True) for ip in svc.external_ips],
+                   *[(ip, False) for ip in svc.load_balancer_ips]]
+        for ip, external in portals:
+            if external:
+                containers.append(f"-A {PORTALS_CONTAINER} {_match(proto, name, port.port, ip, physdev=True)} "
+                                  f"{redirect}")
+                containers.append(f"-A {PORTALS_CONTAINER} {_match(proto, name, port.port, ip, local=True)} "
+                                  f"{redirect}")
+                hosts.append(f"-A {PORTALS_HOST} {_match(proto, name, port.port, ip, local=True)} {dnat}")
+                continue
             containers.append(f"-A {PORTALS_CONTAINER} {_match(proto, name, port.port, ip)} {redirect}")
             hosts.append(f"-A {PORTALS_HOST} {_match(proto, name, port.port, ip)} {dnat}")
         if port.node_port:
@@ -144,7 +163,7 @@ def render_userspace_rules(cluster: Cluster, node: Node, ports: Mapping[str, int
             # After REDIRECT, INPUT sees the proxy port: that is what must be let in. (The
             # comment twice is kube-proxy's: iptablesNonLocalNodePortArgs adds it again.)
             b.filter_rules.append(f'-A {NODEPORT_NON_LOCAL} {_match(proto, name, proxy)} -m comment --comment '
-                                  f'"{name}" -m state --state NEW -j ACCEPT')
+                                  f'"{_comment(name)}" -m state --state NEW -j ACCEPT')
     b.nat_rules += containers + hosts + np_containers + np_hosts
     _write_flannel_masq(b, cluster.config.cluster_cidr, node.pod_cidr)
     return b.text()
@@ -160,7 +179,7 @@ def proxy_config(cluster: Cluster, node: Node, ports: Mapping[str, int],
     services = {}
     for svc, port, name in _service_ports(cluster):
         if endpoints_by_service is None:
-            eps = endpoints_for(svc, cluster.pods.values()).get(port.name, [])
+            eps = service_endpoints(cluster, svc).get(port.name, [])
         else:
             eps = endpoints_by_service.get(svc.meta.key, {}).get(port.name, [])
         services[name] = {

@@ -61,12 +61,12 @@ COMMIT
 -A KUBE-PORTALS-CONTAINER -d 10.96.0.53/32 -p udp -m comment --comment "default/dns:dns" -m udp --dport 53 -j REDIRECT --to-ports 40053
 -A KUBE-PORTALS-CONTAINER -d 10.96.0.52/32 -p tcp -m comment --comment "default/lb:https" -m tcp --dport 443 -j REDIRECT --to-ports 40443
 -A KUBE-PORTALS-CONTAINER -d 198.51.100.5/32 -p tcp -m comment --comment "default/lb:https" -m tcp --dport 443 -j REDIRECT --to-ports 40443
--A KUBE-PORTALS-CONTAINER -d 10.96.0.50/32 -p tcp -m comment --comment "default/web" -m tcp --dport 80 -j REDIRECT --to-ports 40080
+-A KUBE-PORTALS-CONTAINER -d 10.96.0.50/32 -p tcp -m comment --comment "default/web:" -m tcp --dport 80 -j REDIRECT --to-ports 40080
 -A KUBE-PORTALS-CONTAINER -d 10.96.120.169/32 -p tcp -m comment --comment "smart/ccdb:port1521" -m tcp --dport 1521 -j REDIRECT --to-ports 52244
 -A KUBE-PORTALS-HOST -d 10.96.0.53/32 -p udp -m comment --comment "default/dns:dns" -m udp --dport 53 -j DNAT --to-destination 192.168.56.11:40053
 -A KUBE-PORTALS-HOST -d 10.96.0.52/32 -p tcp -m comment --comment "default/lb:https" -m tcp --dport 443 -j DNAT --to-destination 192.168.56.11:40443
 -A KUBE-PORTALS-HOST -d 198.51.100.5/32 -p tcp -m comment --comment "default/lb:https" -m tcp --dport 443 -j DNAT --to-destination 192.168.56.11:40443
--A KUBE-PORTALS-HOST -d 10.96.0.50/32 -p tcp -m comment --comment "default/web" -m tcp --dport 80 -j DNAT --to-destination 192.168.56.11:40080
+-A KUBE-PORTALS-HOST -d 10.96.0.50/32 -p tcp -m comment --comment "default/web:" -m tcp --dport 80 -j DNAT --to-destination 192.168.56.11:40080
 -A KUBE-PORTALS-HOST -d 10.96.120.169/32 -p tcp -m comment --comment "smart/ccdb:port1521" -m tcp --dport 1521 -j DNAT --to-destination 192.168.56.11:52244
 -A KUBE-NODEPORT-CONTAINER -p tcp -m comment --comment "default/lb:https" -m tcp --dport 30443 -j REDIRECT --to-ports 40443
 -A KUBE-NODEPORT-CONTAINER -p tcp -m comment --comment "smart/ccdb:port1521" -m tcp --dport 30171 -j REDIRECT --to-ports 52244
@@ -238,3 +238,20 @@ def test_update_drops_sessions_of_vanished_endpoints_and_restarts_the_rotation()
     assert b.next("2.2.2.2", 1) == "a:1"   # b is gone: a fresh pick, from the top
     b.update(["a:1", "c:1"], affinity=False, affinity_timeout=10800)
     assert b.sessions == {}
+
+
+def test_external_ip_portals_are_the_v1_2_proxiers():
+    """pkg/proxy/userspace/proxier.go (v1.2/v1.3), openOnePortal with portal.isExternal: a
+    container portal that skips bridged-in packets (`-m physdev ! --physdev-is-in`), one for
+    the node's own addresses (`-m addrtype --dst-type LOCAL`), and a host portal likewise; an
+    unnamed port's comment is ServicePortName.String(), "ns/name:"."""
+    cluster = make_cluster(service("web", {"clusterIP": "10.96.0.50", "externalIPs": ["203.0.113.9"],
+                                           "ports": [{"port": 80, "targetPort": 8080}]}))
+    text = render_userspace_rules(cluster, cluster.node("node1"), {"default/web": 40080})
+    c = '-p tcp -m comment --comment "default/web:" -m tcp --dport 80'
+    assert [line for line in text.splitlines() if "203.0.113.9" in line] == [
+        f"-A KUBE-PORTALS-CONTAINER -d 203.0.113.9/32 {c} -m physdev ! --physdev-is-in -j REDIRECT --to-ports 40080",
+        f"-A KUBE-PORTALS-CONTAINER -d 203.0.113.9/32 {c} -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40080",
+        f"-A KUBE-PORTALS-HOST -d 203.0.113.9/32 {c} -m addrtype --dst-type LOCAL "
+        f"-j DNAT --to-destination 192.168.56.11:40080",
+    ]
