@@ -15,6 +15,7 @@ from netlab.kernel import netns
 from netlab.probe import catalog, runner
 from netlab.probe.lab import LabView
 from netlab.probe.result import Status
+from netlab.probe.trace import trace
 from netlab.runtime import agent_client
 from netlab.runtime.flanneld import subnets_file
 
@@ -110,6 +111,17 @@ def test_udp_lab_carries_pod_traffic_through_flanneld(make_lab):
     assert results == {"udp-encap": Status.PASS, "node-routes": Status.PASS, "pod-same-node": Status.PASS,
                        "pod-cross-node": Status.PASS, "vxlan-encap": Status.NA}
 
+    # trace walks route -> flannel0 -> flanneld -> UDP 8285 -> peer flanneld -> flannel0 -> cni0,
+    # both ways, and the real packet confirms it.
+    result = trace(LabView.load(lab), "a1", "b1")
+    (branch,) = result.branches
+    walk = [h.what for h in branch.hops]
+    assert branch.outcome == "delivered" and result.confirmed
+    assert any(w.startswith("route get 10.244.2.") and w.endswith("dev flannel0") for w in walk)
+    assert any("UDP 192.168.56.11:8285 > 192.168.56.12:8285" in w for w in walk)
+    assert any("writes the inner packet into flannel0" in w for w in walk)
+    assert any("UDP 192.168.56.12:8285 > 192.168.56.11:8285" in h.what for h in branch.reply)
+
 
 def test_killed_flanneld_is_restarted_and_a_stopped_one_cuts_only_its_node(make_lab):
     cluster = udp_lab(make_lab)
@@ -128,6 +140,9 @@ def test_killed_flanneld_is_restarted_and_a_stopped_one_cuts_only_its_node(make_
     results = verify(lab, "pod-same-node", "pod-cross-node", "udp-encap", "node-routes")
     assert results == {"pod-same-node": Status.PASS, "pod-cross-node": Status.FAIL,
                        "udp-encap": Status.FAIL, "node-routes": Status.PASS}
+    result = trace(LabView.load(lab), "b1", "a1")         # the walk names the hop that drops it
+    assert [b.outcome for b in result.branches] == ["dropped"] and result.confirmed
+    assert "flanneld is not running" in result.branches[0].end
 
     assert "flanneld on node node1 runs again" in engine.heal_faults(lab)
     wait_until(lambda: flanneld(lab, "node1")["state"] == "Running", 10, "flanneld to run again")
