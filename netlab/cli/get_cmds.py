@@ -167,10 +167,7 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
                                                     for e in lst] for port, lst in by_port.items()}}
                           for s, by_port in eps]), output)
             return
-        rows = []
-        for s, by_port in eps:
-            shown = sorted({str(e) for lst in by_port.values() for e in lst})
-            rows.append(ns_of(s) + [s.meta.name, ",".join(shown) or "<none>"])
+        rows = [ns_of(s) + [s.meta.name, endpoints_column(by_port)] for s, by_port in eps]
         typer.echo(table(nscol + ["NAME", "ENDPOINTS"], rows))
     else:  # rcs
         if structured:
@@ -202,6 +199,17 @@ def external_ip(svc, wide: bool = False) -> str:
         shown = ([lb] if lb else []) + svc.external_ips
         return ",".join(shown) or "<pending>"
     return ",".join(svc.external_ips) or "<none>"
+
+
+def endpoints_column(by_port: dict) -> str:
+    """kubectl's ENDPOINTS column (formatEndpoints): ip:port once per port and address, so a
+    pod behind two ports (kube-dns's 53/UDP and 53/TCP) shows twice; the first three, then
+    "+ N more..."."""
+    shown = [str(e) for lst in by_port.values() for e in lst]
+    if not shown:
+        return "<none>"
+    more = f" + {len(shown) - 3} more..." if len(shown) > 3 else ""
+    return ",".join(shown[:3]) + more
 
 
 @app.command()

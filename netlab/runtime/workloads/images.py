@@ -61,7 +61,7 @@ def describe(image: str, command: Sequence[str] = (), args: Sequence[str] = ()) 
     return {
         "guestbook": "netlab guestbook frontend (stands in for the PHP app)",
         "pause": "netlab pause (holds until SIGTERM)",
-        "kubedns": "netlab kubedns (cluster DNS records on 127.0.0.1:10053)",
+        "kubedns": "netlab kubedns (cluster DNS records on 0.0.0.0:10053, as kube-dns binds)",
         "dnsmasq": "dnsmasq (real, caching in front of kubedns)",
     }.get(kind, "netlab netexec test server")
 
