@@ -11,9 +11,10 @@ fi
 
 # What netlab drives: iproute2 (ip, bridge), the legacy iptables backend (kube-proxy's rules
 # are applied with iptables-legacy-restore), util-linux (nsenter), and the real daemons pods
-# run: dnsmasq (kube-dns's cache), redis-server (the guestbook), iperf3 (throughput).
+# run: dnsmasq (kube-dns's cache, and the simulated internet's DNS server), redis-server (the
+# guestbook), iperf3 (throughput); dnsutils gives pods and tests dig, a real DNS client.
 # mininet is only for the benchmarks' comparison runs.
-PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base redis-server
+PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base dnsutils redis-server
           redis-tools iperf3 tcpdump python3 python3-venv)
 BENCH_PACKAGES=(mininet bridge-utils)
 

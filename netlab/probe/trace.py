@@ -420,6 +420,11 @@ def _read_all(view: LabView) -> dict[str, dict[str, rules.Table]]:
 def _send(view: LabView, source: Source, target: Target, branches: list[Branch]) -> tuple[str, sockets.Outcome]:
     """One real exchange: GET /hostname when every pod it may reach runs netexec there (the
     answer names the pod), a listener's report for the internet host, a TCP connect otherwise."""
+    from ..model import internet
+    if target.internet and (target.ip, target.port) == (internet.host_ip(view.cluster), internet.WEB_PORT):
+        # The internet host's own web server holds this port; its /clientip reports the source.
+        return ("GET /clientip; the internet host's web server reports the source it saw",
+                sockets.in_netns(source.netns, sockets.attempt_http, target.ip, target.port, "/clientip"))
     if target.internet:
         with sockets.Listener(view.internet_netns, target.ip, target.port, limit=1) as server:
             return ("TCP connect; a listener on the internet host reports the source it saw",

@@ -41,11 +41,17 @@ def save(cluster: Cluster) -> None:
 
 def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts and resolv.conf."""
+    from ..model import internet
     from ..model.dns import hosts_file, resolv_conf
     etc = state.ETC_NETNS / cluster.pod_netns(pod)
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "hosts").write_text(hosts_file(cluster, pod))
-    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, None))
+    # dnsPolicy Default inherits the node's resolver: in a lab, the simulated internet's DNS.
+    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, internet.host_ip(cluster)))
+    # 0644 as kubelet writes them (the agent's umask is 077): a non-root container, and dnsmasq
+    # after it drops to nobody, must read them.
+    for name in ("hosts", "resolv.conf"):
+        (etc / name).chmod(0o644)
 
 
 def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:

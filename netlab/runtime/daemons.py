@@ -152,5 +152,9 @@ def flanneld(cluster) -> list[DaemonSpec]:
             for n in cluster.nodes if netns.is_netns(n.netns)]
 
 
+# Providers kept in modules of their own register when imported.
+from . import internet as _internet  # noqa: E402,F401  (the simulated internet host's dns and web)
+
+
 # Daemons defined next to their own code register themselves when imported.
 from . import healthcheck  # noqa: E402,F401

@@ -15,18 +15,20 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import pytest
 from dnslib import A, EDNS0, QTYPE, RCODE, RR, TXT, DNSRecord
 
+from netlab.model import internet
 from netlab.model.config import parse_lab
 from netlab.model.dns import build_records, hosts_file, resolv_conf
 from netlab.model.envvars import container_env, env_name, expand, service_env
 from netlab.model.errors import InvalidError
 from netlab.model.loader import load_lab
 from netlab.model.objects import Meta, Service, ServicePort
-from netlab.runtime.dnsmasq import dnsmasq_argv, dnsmasq_missing, find_dnsmasq
+from netlab.runtime.dnsmasq import dnsmasq_argv, dnsmasq_missing, find_dnsmasq, internet_dns_argv
 from netlab.runtime.kubedns import Server, Zone, fit_udp, write_records
 from netlab.runtime.kubedns import main as kubedns_main
 
@@ -596,3 +598,71 @@ def test_dnsmasq_caches_in_front_of_kubedns(cluster, kubedns, tmp_path, request)
         assert not uncached.rr
     except OSError:
         pass    # no answer at all is also proof that the cached one came from the cache
+
+
+def test_dnsmasq_reads_its_pods_resolv_conf_when_told():
+    argv = dnsmasq_argv("10.244.1.5", resolv_file="/etc/resolv.conf")
+    assert "--resolv-file=/etc/resolv.conf" in argv and "--no-resolv" not in argv
+
+
+# ------------------------------------------------------------------ the simulated internet's DNS
+
+
+def test_internet_zone_follows_the_internet_cidr(cluster):
+    assert internet.host_ip(cluster) == "203.0.113.10"
+    assert internet.zone(cluster) == {
+        "A": {"example.net": "203.0.113.10", "www.example.net": "203.0.113.10", "ns1.example.net": "203.0.113.10"},
+        "CNAME": {"web.example.net": "www.example.net"}}
+    other = parse_lab({"apiVersion": "netlab/v1", "kind": "Lab",
+                       "spec": {"network": {"internetCIDR": "192.0.2.0/24"}}}, default_name="x")
+    assert internet.host_ip(SimpleNamespace(config=other)) == "192.0.2.10"
+
+
+@pytest.mark.skipif(find_dnsmasq() is None, reason="dnsmasq is not installed")
+def test_internet_dns_is_authoritative_for_its_zone_and_refuses_the_rest(cluster, request):
+    port = _free_port()
+    records = {"A": {"www.example.net": "127.0.0.1", "example.net": "127.0.0.1"},
+               "CNAME": {"web.example.net": "www.example.net"}}
+    proc = _start(internet_dns_argv("127.0.0.1", records, domain="example.net", nameserver="ns1.example.net",
+                                    hostmaster="hostmaster.example.net", reverse="127.0.0.0/24", port=port), request)
+    deadline = time.monotonic() + 10
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            www = ask(port, "www.example.net", timeout=0.3)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "dnsmasq did not answer within 10s"
+            time.sleep(0.1)
+    assert www.header.aa and answers(www) == ["127.0.0.1"]
+    web = ask(port, "web.example.net")
+    assert [QTYPE[rr.rtype] for rr in web.rr] == ["CNAME", "A"]
+    nx = ask(port, "nope.example.net")
+    assert nx.header.rcode == RCODE.NXDOMAIN and nx.auth[0].rtype == QTYPE.SOA
+    assert answers(ask(port, "1.0.0.127.in-addr.arpa", "PTR")) in (["example.net."], ["www.example.net."])
+    assert ask(port, "example.com").header.rcode == RCODE.REFUSED        # no upstream: nothing leaves
+
+
+def test_endpoints_column_lists_each_port_of_each_address():
+    # kubectl's formatEndpoints: kube-dns behind 53/UDP and 53/TCP is listed twice.
+    from netlab.cli.get_cmds import endpoints_column
+    from netlab.model.services import Endpoint
+    pod = Endpoint("10.244.1.2", 53, "kube-system/kube-dns-x", "node1")
+    assert endpoints_column({"dns": [pod], "dns-tcp": [pod]}) == "10.244.1.2:53,10.244.1.2:53"
+    many = {"http": [Endpoint(f"10.244.1.{i}", 80, f"default/p{i}", "node1") for i in range(2, 7)]}
+    assert endpoints_column(many) == "10.244.1.2:80,10.244.1.3:80,10.244.1.4:80 + 2 more..."
+    assert endpoints_column({}) == "<none>"
+
+
+def test_negative_answers_carry_the_soa_minimum_as_their_ttl(kubedns):
+    # CoreDNS's SOA (plugin/backend_lookup.go): refresh 7200, retry 1800, expire 86400, minimum =
+    # the record TTL; RFC 2308 caches NXDOMAIN for min(SOA TTL, minimum) = 30 s. (kube-dns's
+    # skydns used minimum 60.) dnsmasq in front runs --no-negcache, as in the kube-dns pod.
+    nx = ask(kubedns.port, f"nosuch.default.svc.{ZONE}")
+    soa = nx.auth[0]
+    assert soa.ttl == 30 and (soa.rdata.times[1:]) == (7200, 1800, 86400, 30)
+
+
+def test_describe_says_where_kubedns_binds():
+    from netlab.runtime.workloads.images import describe
+    assert "0.0.0.0:10053" in describe("registry.k8s.io/dns/k8s-dns-kube-dns:1.22.28")

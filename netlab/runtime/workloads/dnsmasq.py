@@ -20,6 +20,7 @@ def main(args: list[str]) -> int:
     if problem:
         print(problem, flush=True)
         return 1
-    argv = dnsmasq_argv([_address_of("eth0"), "127.0.0.1"], 10053)
+    # Outside names go where the pod's resolv.conf points: dnsPolicy Default, the node's resolver.
+    argv = dnsmasq_argv([_address_of("eth0"), "127.0.0.1"], 10053, resolv_file="/etc/resolv.conf")
     os.execv(argv[0], argv)
     return 127
