@@ -206,3 +206,15 @@ def _cmdline(pid: str) -> str:
         return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_every_check_of_the_verify_lab_passes_over_udp(make_lab):
+    """The cross-node claims apply unchanged over flanneld: Services, NodePort and load balancer
+    from outside, egress SNAT, DNS; udp-encap takes vxlan-encap's place."""
+    from .test_verify import LAB as VERIFY_LAB, applicable, assert_outcome, settled
+    from .test_verify import verify as verify_all
+    cluster = settled(make_lab(manifests=VERIFY_LAB % {"backend": "udp"}))
+    statuses = verify_all(cluster.name)
+    assert statuses["vxlan-encap"] == Status.NA and statuses["udp-encap"] == Status.PASS
+    assert_outcome(statuses, fail=set(),
+                   applicable=applicable(cluster.name) - {"vxlan-encap"} | {"udp-encap"})
