@@ -20,6 +20,10 @@ open, netlab does what CoreDNS's kubernetes plugin does:
   namespace, ready or not. disabled: none.
 - SRV: priority 0, weight floor(100 / records in the set), CoreDNS's arithmetic. A headless
   service's SRV carries the endpoint's port (clients connect to the pod directly).
+- A Service without a selector is answered from its hand-written Endpoints/EndpointSlices
+  (an address that is no pod is named by its dashed IP). An ExternalName Service is a CNAME
+  to its external name (spec 2.5) and nothing else; the server follows the chain, out of
+  the zone through its pod's resolver, as kube-dns and CoreDNS do.
 
 The result is a plain JSON-serialisable dict (see build_records) that the kube-dns server
 (netlab.runtime.kubedns) loads; names are lower case, absolute, without the trailing dot.
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Optional
 
 from .names import check_dns_label
 from .objects import Pod, Service
-from .services import endpoints_for
+from .services import service_endpoints
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -89,6 +93,7 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
          "SRV": {"_http._tcp.web.default.svc.cluster.local":
                      [{"priority": 0, "weight": 100, "port": 80, "target": "web.default.svc.cluster.local"}]},
          "PTR": {"2.0.96.10.in-addr.arpa": ["redis-master.default.svc.cluster.local"]},
+         "CNAME": {"ext.default.svc.cluster.local": "www.example.net"},     # ExternalName
          "TXT": {"dns-version.cluster.local": ["1.0.1"]}}
 
     `reverse` lists the CIDRs whose in-addr.arpa names the server is authoritative for.
@@ -98,6 +103,7 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
     a: dict[str, set[str]] = {f"ns.dns.{zone}": {cfg.dns_ip}}
     srv: dict[str, list[dict]] = {}
     ptr: dict[str, set[str]] = {}
+    cname: dict[str, str] = {}
     pods = list(cluster.pods.values())
     by_key = {p.meta.key: p for p in pods}
 
@@ -108,16 +114,23 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
 
     for svc in sorted(cluster.services.values(), key=lambda s: s.meta.key):
         fqdn = service_fqdn(svc, zone)
-        eps = endpoints_for(svc, pods, ready)
-        # Every ready endpoint address once, whatever ports it resolved.
-        backing = {ep.pod: ep.ip for port_eps in eps.values() for ep in port_eps}
-        names = {key: f"{endpoint_hostname(by_key[key], svc)}.{fqdn}" for key in backing}
-        for key, ip in backing.items():
-            a.setdefault(names[key], set()).add(ip)
-            ptr.setdefault(reverse_name(ip), set()).add(names[key])
+        if svc.type == "ExternalName":
+            # Spec 2.5: a CNAME to the external name, and nothing else (no A, SRV or PTR).
+            cname[fqdn] = svc.external_name.lower().rstrip(".")
+            continue
+        # The selected pods, or a selectorless Service's hand-written Endpoints.
+        eps = service_endpoints(cluster, svc, ready)
+        # Every ready endpoint address once, whatever ports it resolved; a pod's address is
+        # named by its hostname (see endpoint_hostname), any other by its dashed IP.
+        backing = {ep.ip: ep.pod for port_eps in eps.values() for ep in port_eps}
+        names = {ip: f"{endpoint_hostname(by_key[key], svc) if key in by_key else dashed(ip)}.{fqdn}"
+                 for ip, key in backing.items()}
+        for ip, name in names.items():
+            a.setdefault(name, set()).add(ip)
+            ptr.setdefault(reverse_name(ip), set()).add(name)
         if svc.headless:
             if backing:
-                a[fqdn] = set(backing.values())
+                a[fqdn] = set(backing)
         else:
             a[fqdn] = {svc.cluster_ip}
             ptr.setdefault(reverse_name(svc.cluster_ip), set()).add(fqdn)
@@ -126,7 +139,7 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
                 continue   # unnamed ports have no SRV record
             owner = f"_{port.name.lower()}._{port.protocol.lower()}.{fqdn}"
             if svc.headless:
-                targets = sorted(((names[ep.pod], ep.port) for ep in eps[port.name]))
+                targets = sorted(((names[ep.ip], ep.port) for ep in eps[port.name]))
                 if targets:
                     srv[owner] = [_srv(p, t, len(targets)) for t, p in targets]
             else:
@@ -140,6 +153,7 @@ def build_records(cluster: "Cluster", ready: Optional[set[str]] = None, ttl: int
         "A": {name: sorted(ips, key=_ip_key) for name, ips in sorted(a.items())},
         "SRV": dict(sorted(srv.items())),
         "PTR": {name: sorted(targets) for name, targets in sorted(ptr.items())},
+        "CNAME": dict(sorted(cname.items())),
         "TXT": {f"dns-version.{zone}": [SCHEMA_VERSION]},
     }
     # The serial names the content, so equal clusters give byte-equal files.

@@ -2,10 +2,13 @@
 
 It answers UDP and TCP from a records file written by netlab.model.dns.build_records
 (the lab agent rewrites it with write_records whenever services or pods change; the
-server notices the new file on the next query, no signal needed). Like kube-dns, it
-never recurses: names outside the cluster zone and the cluster's reverse zones get
-REFUSED, so a pod's lookups of outside names are dnsmasq's business (it sits in front
-on port 53, the way the kube-dns pod pairs kubedns:10053 with dnsmasq:53).
+server notices the new file on the next query, no signal needed). It never recurses:
+names outside the cluster zone and the cluster's reverse zones get REFUSED, so a pod's
+lookups of outside names are dnsmasq's business (it sits in front on port 53, the way the
+kube-dns pod pairs kubedns:10053 with dnsmasq:53, and forwards them upstream). The one
+lookup it makes itself is the target of an ExternalName Service's CNAME when that lies
+outside the zone (--resolv-conf names the nameservers), as kube-dns's skydns and CoreDNS
+do, so that the client gets the CNAME and the addresses in one answer.
 
     python -m netlab.runtime.kubedns --listen 0.0.0.0 --port 10053 \\
         --records /run/netlab/<lab>/dns.json --health-port 8081
@@ -26,10 +29,10 @@ import sys
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from dnslib import (A, AAAA, CNAME, EDNS0, NS, OPCODE, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, DNSError, DNSHeader,
-                    DNSRecord)
+                    DNSQuestion, DNSRecord)
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 REVERSE_APEX = "in-addr.arpa"
@@ -37,6 +40,10 @@ UDP_LIMIT = 512            # the classic limit for clients without EDNS0
 MAX_MESSAGE = 65535        # what a 16-bit length (TCP) or an EDNS0 payload size can say
 TCP_READ_TIMEOUT = 5.0     # a TCP client that sends nothing must not pin a thread forever
 SELF_QUERY_TIMEOUT = 1.0
+UPSTREAM_TIMEOUT = 2.0     # a CNAME target's lookup; dnsmasq in front waits longer than this
+MAX_CNAME_CHAIN = 8        # skydns's "CNAME lookup limit of 8"
+
+Upstream = Callable[[str, int], list]   # (name, qtype) -> answer RRs
 POLL_INTERVAL = 0.1        # how soon a listener notices shutdown (socketserver's default is 0.5s)
 
 
@@ -80,6 +87,8 @@ class Zone:
             self._add(name, QTYPE.PTR, [PTR(t + ".") for t in targets])
         for name, texts in records.get("TXT", {}).items():
             self._add(name, QTYPE.TXT, [TXT(t) for t in texts])
+        for name, target in records.get("CNAME", {}).items():
+            self._add(name, QTYPE.CNAME, [CNAME(target.rstrip(".") + ".")])
         # A name exists if it owns records or has descendants that do (empty
         # non-terminals such as default.svc.cluster.local answer NODATA, not NXDOMAIN).
         self.names = {self.zone}
@@ -133,7 +142,10 @@ class Zone:
             f"ns.dns.{self.zone}.", f"hostmaster.{self.zone}.",
             (self.serial, 7200, 1800, 86400, self.ttl)))
 
-    def answer(self, request: DNSRecord) -> DNSRecord:
+    def answer(self, request: DNSRecord, upstream: Optional[Upstream] = None) -> DNSRecord:
+        """The reply to one query. `upstream(name, qtype)` resolves the target of a CNAME
+        outside the zone (an ExternalName Service's), as kube-dns's skydns and CoreDNS do, so the
+        client gets the whole chain from one query; without it the CNAME comes alone."""
         reply = request.reply(ra=0, aa=1)
         if request.header.opcode != OPCODE.QUERY or len(request.questions) != 1:
             reply.header.aa = 0
@@ -161,6 +173,10 @@ class Zone:
             matches.append((QTYPE.NS, NS(f"ns.dns.{self.zone}.")))
         for qtype, rdata in matches:
             reply.add_answer(RR(q.qname, qtype, ttl=self.ttl, rdata=rdata))
+        alias = next((r for t, r in rrs if t == QTYPE.CNAME), None)
+        if alias is not None and q.qtype not in (QTYPE.CNAME, QTYPE.ANY):
+            reply.add_answer(RR(q.qname, QTYPE.CNAME, ttl=self.ttl, rdata=alias))
+            self._chase(reply, str(alias.label).rstrip(".").lower(), q.qtype, upstream, {name})
         if not reply.rr:
             reply.add_auth(self.soa(apex))   # NODATA: the name exists, not with this type
         # Glue: the addresses of SRV targets and of the name server.
@@ -171,6 +187,31 @@ class Zone:
                     if t == QTYPE.A:
                         reply.add_ar(RR(target + ".", QTYPE.A, ttl=self.ttl, rdata=r))
         return reply
+
+
+    def _chase(self, reply: DNSRecord, target: str, qtype: int, upstream: Optional[Upstream],
+               seen: set[str]) -> None:
+        """Follow a CNAME: through this zone's own records, then out to `upstream`; at most
+        MAX_CNAME_CHAIN links and never in a loop (skydns's limits)."""
+        for _ in range(MAX_CNAME_CHAIN):
+            if target in seen:
+                log(f"CNAME loop at {target}")
+                return
+            seen.add(target)
+            if self.apex(target) is None:
+                if upstream is not None:
+                    for rr in upstream(target, qtype):
+                        reply.add_answer(rr)
+                return
+            rrs = self.rrs.get(target, [])
+            for t, rdata in rrs:
+                if t == qtype:
+                    reply.add_answer(RR(target + ".", t, ttl=self.ttl, rdata=rdata))
+            alias = next((r for t, r in rrs if t == QTYPE.CNAME), None)
+            if alias is None:
+                return
+            reply.add_answer(RR(target + ".", QTYPE.CNAME, ttl=self.ttl, rdata=alias))
+            target = str(alias.label).rstrip(".").lower()
 
 
 class RecordsFile:
@@ -207,8 +248,9 @@ class RecordsFile:
 
 
 class Resolver:
-    def __init__(self, records: RecordsFile):
+    def __init__(self, records: RecordsFile, nameservers: Sequence[str] = ()):
         self.records = records
+        self.nameservers = list(nameservers)   # for CNAME targets outside the zone
 
     def resolve(self, request: DNSRecord, handler) -> DNSRecord:
         zone = self.records.current()
@@ -216,7 +258,31 @@ class Resolver:
             reply = request.reply(ra=0, aa=0)
             reply.header.rcode = RCODE.SERVFAIL   # not synced yet, like kube-dns before its first list
             return reply
-        return zone.answer(request)
+        return zone.answer(request, self.upstream if self.nameservers else None)
+
+    def upstream(self, name: str, qtype: int) -> list[RR]:
+        """The answer records the nameservers give for (name, qtype); [] if none answers."""
+        for server in self.nameservers:
+            ns, _, port = server.partition("#")          # "addr" or dnsmasq's "addr#port"
+            query = DNSRecord(q=DNSQuestion(name, qtype))
+            try:
+                reply = DNSRecord.parse(query.send(ns, int(port or 53), timeout=UPSTREAM_TIMEOUT))
+                if reply.header.tc:
+                    reply = DNSRecord.parse(query.send(ns, int(port or 53), tcp=True, timeout=UPSTREAM_TIMEOUT))
+            except (OSError, DNSError) as exc:
+                log(f"upstream {ns} for {name}: {exc}")
+                continue
+            return list(reply.rr)
+        return []
+
+
+def nameservers_of(resolv_conf: str) -> list[str]:
+    """The `nameserver` addresses of a resolv.conf (none if it cannot be read)."""
+    try:
+        with open(resolv_conf) as f:
+            return [line.split()[1] for line in f if line.startswith("nameserver") and len(line.split()) > 1]
+    except OSError:
+        return []
 
 
 class Handler(DNSHandler):
@@ -354,12 +420,13 @@ class Server:
     """The DNS listeners (UDP and TCP on one port) and the optional health endpoint."""
 
     def __init__(self, listen: str, port: int, records_path: str, health_port: Optional[int] = None,
-                 health_listen: Optional[str] = None, also_check: Optional[tuple[str, int]] = None):
+                 health_listen: Optional[str] = None, also_check: Optional[tuple[str, int]] = None,
+                 nameservers: Sequence[str] = ()):
         # exechealthz in the kube-dns pod checked both containers: also_check is the cache.
         self.also_check = also_check
         self.records = RecordsFile(records_path)
         self.records.current()
-        resolver = Resolver(self.records)
+        resolver = Resolver(self.records, nameservers)
         logger = DNSLogger(log="error", prefix=False, logf=log)
         self.dns = self._bind_pair(resolver, logger, listen, port)
         self.listen = listen
@@ -456,6 +523,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--health-listen", default=None, help="address of the health port (default: --listen)")
     p.add_argument("--check-cache", default=None, metavar="ADDR:PORT",
                    help="the health check also asks this DNS cache (dnsmasq) for the zone")
+    p.add_argument("--resolv-conf", default=None, metavar="PATH",
+                   help="resolve CNAME targets outside the zone (ExternalName) with this file's "
+                        "nameservers, as skydns does with the pod's /etc/resolv.conf (default: never)")
     args = p.parse_args(argv)
 
     # Block the stop signals before any thread starts (threads inherit the mask), then
@@ -468,7 +538,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.check_cache:
                 host, _, cache_port = args.check_cache.rpartition(":")
                 cache = (host, int(cache_port))
-            server = Server(args.listen, args.port, args.records, args.health_port, args.health_listen, cache)
+            nameservers = nameservers_of(args.resolv_conf) if args.resolv_conf else []
+            server = Server(args.listen, args.port, args.records, args.health_port, args.health_listen, cache,
+                            nameservers)
         except OSError as exc:
             log(f"cannot listen on {args.listen} (dns port {args.port}, health port {args.health_port}): "
                 f"{exc.strerror or exc}")

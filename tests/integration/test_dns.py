@@ -354,3 +354,41 @@ def test_kube_dns_endpoints_describe_and_negative_ttl(lab):
     nx = dig(lab, lab.pod("shell"), "+noall", "+authority", "nosuch.default.svc.cluster.local")
     soa = nx.split()
     assert soa[3] == "SOA" and soa[1] == "30" and soa[-1] == "30"
+
+
+EXTERNAL = """
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec: {type: ExternalName, externalName: www.example.net}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: outside}
+subsets:
+- addresses: [{ip: 203.0.113.10}]
+  ports: [{name: http, port: 80}]
+"""
+
+
+def test_external_name_answers_a_cname_that_curl_follows(lab, tmp_path):
+    """Item 4's DNS side (spec 2.5): CNAME to the external name, with its address resolved
+    upstream in the same answer; and a selectorless headless Service's hand-written Endpoints."""
+    (tmp_path / "ext.yaml").write_text(EXTERNAL)
+    engine.apply(lab.name, load_objects(tmp_path / "ext.yaml"))
+    shell = lab.pod("shell")
+    chain = dig(lab, shell, "ext.default.svc.cluster.local")
+    assert dig_answers(chain) == ["www.example.net.", "203.0.113.10"]
+    assert in_pod(lab, shell, "getent", "hosts", "ext").split()[0] == "203.0.113.10"
+    node_ip = lab.node(shell.spec.node_name).internal_ip
+    assert in_pod(lab, shell, "curl", "-s", "-m", "5", "http://ext/clientip").split(":")[0] == node_ip
+    assert dig_answers(dig(lab, shell, "outside.default.svc.cluster.local")) == ["203.0.113.10"]
+    srv = dig(lab, shell, "_http._tcp.outside.default.svc.cluster.local", "SRV")
+    assert dig_answers(srv) == ["203-0-113-10.outside.default.svc.cluster.local."]

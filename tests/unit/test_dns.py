@@ -29,7 +29,7 @@ from netlab.model.errors import InvalidError
 from netlab.model.loader import load_lab
 from netlab.model.objects import Meta, Service, ServicePort
 from netlab.runtime.dnsmasq import dnsmasq_argv, dnsmasq_missing, find_dnsmasq, internet_dns_argv
-from netlab.runtime.kubedns import Server, Zone, fit_udp, write_records
+from netlab.runtime.kubedns import Server, Zone, fit_udp, nameservers_of, write_records
 from netlab.runtime.kubedns import main as kubedns_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -666,3 +666,98 @@ def test_negative_answers_carry_the_soa_minimum_as_their_ttl(kubedns):
 def test_describe_says_where_kubedns_binds():
     from netlab.runtime.workloads.images import describe
     assert "0.0.0.0:10053" in describe("registry.k8s.io/dns/k8s-dns-kube-dns:1.22.28")
+
+
+# ------------------------------------------------------------------ ExternalName (spec 2.5)
+
+
+EXTERNAL = """
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec: {type: ExternalName, externalName: www.example.net.}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: inside}
+spec: {type: ExternalName, externalName: web.default.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+"""
+
+
+def test_external_name_is_a_cname_and_nothing_else(tmp_path):
+    (tmp_path / "svc.yaml").write_text(EXTERNAL)
+    r = build_records(load_lab(tmp_path, seed=1))
+    assert r["CNAME"] == {f"ext.default.svc.{ZONE}": "www.example.net",
+                          f"inside.default.svc.{ZONE}": f"web.default.svc.{ZONE}"}
+    assert not [n for n in list(r["A"]) + list(r["SRV"]) if n.endswith((f"ext.default.svc.{ZONE}",
+                                                                        f"inside.default.svc.{ZONE}"))]
+
+
+def _cname_zone() -> Zone:
+    return Zone({"zone": ZONE, "namespaces": ["default"],
+                 "A": {f"web.default.svc.{ZONE}": ["10.96.0.20"]},
+                 "CNAME": {f"ext.default.svc.{ZONE}": "www.example.net",
+                           f"inside.default.svc.{ZONE}": f"web.default.svc.{ZONE}",
+                           f"twice.default.svc.{ZONE}": f"inside.default.svc.{ZONE}",
+                           f"loop1.default.svc.{ZONE}": f"loop2.default.svc.{ZONE}",
+                           f"loop2.default.svc.{ZONE}": f"loop1.default.svc.{ZONE}"}})
+
+
+def _chain(reply: DNSRecord) -> list[tuple[str, str, str]]:
+    return [(str(rr.rname), QTYPE[rr.rtype], str(rr.rdata)) for rr in reply.rr]
+
+
+def test_cname_chains_are_followed_inside_the_zone_and_upstream():
+    zone, asked = _cname_zone(), []
+
+    def upstream(name, qtype):
+        asked.append((name, QTYPE[qtype]))
+        return [RR(name + ".", QTYPE.A, ttl=300, rdata=A("203.0.113.10"))]
+
+    ext = f"ext.default.svc.{ZONE}"
+    assert _chain(zone.answer(DNSRecord.question(ext), upstream)) == [
+        (ext + ".", "CNAME", "www.example.net."), ("www.example.net.", "A", "203.0.113.10")]
+    assert asked == [("www.example.net", "A")]
+    # Without an upstream the CNAME comes alone; asked for CNAME, only the CNAME.
+    assert _chain(zone.answer(DNSRecord.question(ext))) == [(ext + ".", "CNAME", "www.example.net.")]
+    assert [t for _, t, _ in _chain(zone.answer(DNSRecord.question(ext, "CNAME"), upstream))] == ["CNAME"]
+    twice = f"twice.default.svc.{ZONE}"
+    assert _chain(zone.answer(DNSRecord.question(twice))) == [
+        (twice + ".", "CNAME", f"inside.default.svc.{ZONE}."),
+        (f"inside.default.svc.{ZONE}.", "CNAME", f"web.default.svc.{ZONE}."),
+        (f"web.default.svc.{ZONE}.", "A", "10.96.0.20")]
+    loop = zone.answer(DNSRecord.question(f"loop1.default.svc.{ZONE}"))
+    assert loop.header.rcode == RCODE.NOERROR and len(loop.rr) == 2          # stops at the loop
+
+
+def test_server_resolves_an_external_name_through_its_nameserver(tmp_path):
+    # The "internet": another server authoritative for example.net.
+    (tmp_path / "net.json").write_text('{"zone": "example.net", "A": {"www.example.net": ["203.0.113.10"]}}')
+    internet_dns = Server("127.0.0.1", 0, str(tmp_path / "net.json"))
+    internet_dns.start()
+    write_records(str(tmp_path / "dns.json"), _cname_zone_records())
+    server = Server("127.0.0.1", 0, str(tmp_path / "dns.json"), nameservers=[f"127.0.0.1#{internet_dns.port}"])
+    server.start()
+    try:
+        reply = ask(server.port, f"ext.default.svc.{ZONE}")
+        assert [QTYPE[rr.rtype] for rr in reply.rr] == ["CNAME", "A"] and answers(reply)[0] == "203.0.113.10"
+    finally:
+        server.close()
+        internet_dns.close()
+
+
+def _cname_zone_records() -> dict:
+    return {"zone": ZONE, "namespaces": ["default"], "CNAME": {f"ext.default.svc.{ZONE}": "www.example.net"}}
+
+
+def test_nameservers_of_resolv_conf(tmp_path):
+    (tmp_path / "resolv.conf").write_text("# netlab\nnameserver 203.0.113.10\nsearch x\nnameserver 10.0.0.2\n")
+    assert nameservers_of(str(tmp_path / "resolv.conf")) == ["203.0.113.10", "10.0.0.2"]
+    assert nameservers_of(str(tmp_path / "missing")) == []

@@ -12,5 +12,6 @@ def main(args: list[str]) -> int:
     # As kube-dns does, on every address: dnsmasq asks it on localhost, kubelet probes the
     # health port from the node.
     # Its /healthz checks itself and the dnsmasq cache in front of it, as exechealthz did.
+    # CNAME targets outside the zone go to the pod's resolver (dnsPolicy Default: the node's).
     return serve(["--listen", "0.0.0.0", "--port", "10053", "--records", opts.records,
-                  "--health-port", "8081", "--check-cache", "127.0.0.1:53"])
+                  "--health-port", "8081", "--check-cache", "127.0.0.1:53", "--resolv-conf", "/etc/resolv.conf"])
