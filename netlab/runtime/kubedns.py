@@ -2,13 +2,14 @@
 
 It answers UDP and TCP from a records file written by netlab.model.dns.build_records
 (the lab agent rewrites it with write_records whenever services or pods change; the
-server notices the new file on the next query, no signal needed). It never recurses:
-names outside the cluster zone and the cluster's reverse zones get REFUSED, so a pod's
-lookups of outside names are dnsmasq's business (it sits in front on port 53, the way the
-kube-dns pod pairs kubedns:10053 with dnsmasq:53, and forwards them upstream). The one
-lookup it makes itself is the target of an ExternalName Service's CNAME when that lies
-outside the zone (--resolv-conf names the nameservers), as kube-dns's skydns and CoreDNS
-do, so that the client gets the CNAME and the addresses in one answer.
+server notices the new file on the next query, no signal needed). Outside names are
+mostly dnsmasq's business (it sits in front on port 53, the way the kube-dns pod pairs
+kubedns:10053 with dnsmasq:53, and forwards them upstream). Given nameservers
+(--resolv-conf: in the pod, its resolver), kubedns does what kube-dns's skydns does with
+them: it forwards the queries that reach it for names outside its zones (dnsmasq sends it
+every in-addr.arpa name) and resolves the target of an ExternalName Service's CNAME when
+that lies outside the zone, so the client gets the CNAME and the addresses in one answer.
+Without nameservers, names outside its zones get REFUSED.
 
     python -m netlab.runtime.kubedns --listen 0.0.0.0 --port 10053 \\
         --records /run/netlab/<lab>/dns.json --health-port 8081
@@ -258,7 +259,29 @@ class Resolver:
             reply = request.reply(ra=0, aa=0)
             reply.header.rcode = RCODE.SERVFAIL   # not synced yet, like kube-dns before its first list
             return reply
+        name = str(request.q.qname).lower().rstrip(".")
+        if self.nameservers and len(request.questions) == 1 and zone.apex(name) is None:
+            # Not ours (dnsmasq sends every in-addr.arpa name here): skydns's ServeDNSForward.
+            return self.forward(request)
         return zone.answer(request, self.upstream if self.nameservers else None)
+
+    def forward(self, request: DNSRecord) -> DNSRecord:
+        """The nameservers' reply to the query, under its own id; SERVFAIL if none answers."""
+        for server in self.nameservers:
+            ns, _, port = server.partition("#")
+            try:
+                reply = DNSRecord.parse(request.send(ns, int(port or 53), timeout=UPSTREAM_TIMEOUT))
+                if reply.header.tc:
+                    reply = DNSRecord.parse(request.send(ns, int(port or 53), tcp=True, timeout=UPSTREAM_TIMEOUT))
+            except (OSError, DNSError) as exc:
+                log(f"forwarding {request.q.qname} to {server}: {exc}")
+                continue
+            reply.ar = [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]   # ours is added on the way out
+            reply.header.id = request.header.id
+            return reply
+        reply = request.reply(ra=0, aa=0)
+        reply.header.rcode = RCODE.SERVFAIL
+        return reply
 
     def upstream(self, name: str, qtype: int) -> list[RR]:
         """The answer records the nameservers give for (name, qtype); [] if none answers."""

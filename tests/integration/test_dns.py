@@ -328,6 +328,8 @@ def test_outside_names_are_forwarded_to_the_internet_dns_and_curl_works(lab):
     nx = dig(lab, shell, "nope.example.net")                 # the upstream's own NXDOMAIN, with its SOA
     assert "status: NXDOMAIN" in nx and "hostmaster.example.net." in nx
     assert "status: REFUSED" in dig(lab, shell, "example.com")   # nothing leaves the lab
+    # Reverse names: dnsmasq sends them all to kubedns, which forwards those not its own.
+    assert dig_answers(dig(lab, shell, "-x", "203.0.113.10")) in (["www.example.net."], ["example.net."])
     # The kube-dns pod has dnsPolicy Default: the node's resolver, which is the internet's.
     dns_pod = next(p for p in lab.pods.values() if p.meta.namespace == "kube-system")
     assert "nameserver 203.0.113.10" in in_pod(lab, dns_pod, "cat", "/etc/resolv.conf")

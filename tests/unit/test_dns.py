@@ -761,3 +761,24 @@ def test_nameservers_of_resolv_conf(tmp_path):
     (tmp_path / "resolv.conf").write_text("# netlab\nnameserver 203.0.113.10\nsearch x\nnameserver 10.0.0.2\n")
     assert nameservers_of(str(tmp_path / "resolv.conf")) == ["203.0.113.10", "10.0.0.2"]
     assert nameservers_of(str(tmp_path / "missing")) == []
+
+
+def test_names_outside_the_zones_are_forwarded_when_there_are_nameservers(tmp_path):
+    # skydns's ServeDNSForward: dnsmasq sends every in-addr.arpa name to kubedns.
+    (tmp_path / "net.json").write_text('{"zone": "example.net", "reverse": ["203.0.113.0/24"], '
+                                       '"PTR": {"10.113.0.203.in-addr.arpa": ["www.example.net"]}}')
+    internet_dns = Server("127.0.0.1", 0, str(tmp_path / "net.json"))
+    internet_dns.start()
+    write_records(str(tmp_path / "dns.json"), _cname_zone_records())
+    forwarding = Server("127.0.0.1", 0, str(tmp_path / "dns.json"), nameservers=[f"127.0.0.1#{internet_dns.port}"])
+    forwarding.start()
+    try:
+        query = DNSRecord.question("10.113.0.203.in-addr.arpa", "PTR")
+        query.add_ar(EDNS0(udp_len=1232))
+        reply = DNSRecord.parse(query.send("127.0.0.1", forwarding.port, timeout=2))
+        assert reply.header.id == query.header.id and answers(reply) == ["www.example.net."]
+        assert len([r for r in reply.ar if r.rtype == QTYPE.OPT]) == 1
+        assert ask(forwarding.port, "nothing.example.org").header.rcode == RCODE.REFUSED   # upstream's answer
+    finally:
+        forwarding.close()
+        internet_dns.close()
