@@ -94,15 +94,23 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
+_NETNS_DIR_READY: list[bool] = []
+
+
 def _ensure_netns_dir() -> None:
-    """Make /run/netns a shared mount point, as `ip netns add` does, so tools agree on it."""
+    """Make /run/netns a shared mount point, as `ip netns add` does, so tools agree on it.
+
+    Checked once per process: mountinfo grows by a line per namespace, so reading it for
+    every namespace made creating N of them cost O(N^2)."""
+    if _NETNS_DIR_READY:
+        return
     os.makedirs(NETNS_DIR, exist_ok=True)
     # os.path.ismount() misses a bind mount of a directory onto itself; ask mountinfo.
-    if _is_mount_point(NETNS_DIR):
-        return
-    _check(_libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
-           "bind /run/netns")
-    _check(_libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+    if not _is_mount_point(NETNS_DIR):
+        _check(_libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
+               "bind /run/netns")
+        _check(_libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+    _NETNS_DIR_READY.append(True)
 
 
 def _is_mount_point(path: str) -> bool:

@@ -169,7 +169,7 @@ def test_failed_up_rolls_back(make_lab, lab_name, monkeypatch, tmp_path):
 
     def broken(cluster, timeout, progress=None):
         raise RuntimeError("injected failure after the network was built and the pods started")
-    monkeypatch.setattr(engine, "wait_for_pods", broken)
+    monkeypatch.setattr(engine, "wait_for_started", broken)
     with pytest.raises(RuntimeError):
         engine.up(tmp_path, name=lab_name)
     assert engine.lab_namespaces(lab_name) == []
