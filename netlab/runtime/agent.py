@@ -291,7 +291,8 @@ class Agent:
             # Read the pod's socket table only until its ports have shown up once, and less
             # often the longer it takes (20 ms, 40 ms ... 0.5 s): with hundreds of pods
             # starting, reading every table on every round was most of the agent's time.
-            run.listening = set(run.ports) <= listening_tcp_ports(run.holder)
+            want = set(run.ports)
+            run.listening = not want or want <= listening_tcp_ports(run.holder, want)
             wait = run.listen_check[1]
             run.listen_check = (time.monotonic() + wait, min(wait * 2, 0.5))
         serving = run.listening
