@@ -31,13 +31,13 @@ def audit(cluster: Cluster, ready: Optional[set[str]]) -> dict[str, list[str]]:
     for node in cluster.nodes:
         if node.netns not in present:
             continue
-        want = {names.host_veth(p.meta.namespace, p.meta.name) for p in cluster.pods_on(node.name)}
+        want = {names.host_veth(p.meta.namespace, p.meta.name, cluster.config.backend) for p in cluster.pods_on(node.name)}
         handle = netns.open_netlink(node.netns)
         try:
             have = {link.get_attr("IFLA_IFNAME") for link in handle.get_links()}
         finally:
             handle.close()
-        have = {name for name in have if name.startswith("veth")}
+        have = {name for name in have if name.startswith(("veth", "cali"))}
         found["orphan veths"] += [f"{node.name}/{v}" for v in sorted(have - want)]
         found["missing veths"] += [f"{node.name}/{v}" for v in sorted(want - have)]
         if cluster.config.proxy_mode != "iptables":

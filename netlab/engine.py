@@ -29,7 +29,6 @@ from .model.loader import load_lab
 from .model.objects import Pod
 from .plan import network as netplan
 from .runtime import agent_client, changes
-from .labs import lab_namespaces, resolve_lab, running_labs  # noqa: F401  (the engine's API too)
 
 Progress = Callable[[str, int, int], None]
 
@@ -54,6 +53,31 @@ def require_root() -> None:
 
 
 # ---------------------------------------------------------------------- discovery
+
+
+def running_labs() -> list[str]:
+    """Labs with state or with namespaces on this machine."""
+    labs = set(state.labs_with_state())
+    for name in netns.list_names(names.PREFIX):
+        lab = names.lab_of_netns(name)
+        if lab:
+            labs.add(lab)
+    return sorted(labs)
+
+
+def resolve_lab(lab: Optional[str]) -> str:
+    """The lab a command acts on: the one named, or the only one running."""
+    labs = running_labs()
+    if lab:
+        if lab not in labs:
+            raise NotFoundError(f'lab "{lab}" is not running' +
+                                (f" (running: {', '.join(labs)})" if labs else ""))
+        return lab
+    if not labs:
+        raise NotFoundError("no lab is running; start one with `netlab up LABDIR`")
+    if len(labs) > 1:
+        raise StateError(f"several labs are running ({', '.join(labs)}): choose one with --lab")
+    return labs[0]
 
 
 def load(lab: str) -> Cluster:
@@ -93,6 +117,8 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
         problem = dnsmasq_missing()
         if problem:
             raise StateError(f"cluster DNS needs dnsmasq: {problem} (or set spec.dns: false)")
+    if cluster.config.backend == "calico":
+        check_calico(cluster)
     if lab in running_labs():
         raise StateError(f'lab "{lab}" is already up: `netlab down {lab}` first, or pick another --name '
                          f'(if its agent is gone, `netlab agent restart --lab {lab}` picks it up)')
@@ -141,6 +167,29 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
             _roll_back(lab, owner["id"], exc)
         raise
     return cluster
+
+
+def kernel_has_ipip() -> bool:
+    """Whether this kernel can make an ipip device (tunl0): the module loaded or built in, or
+    installed to be loaded on demand."""
+    release = os.uname().release
+    return (Path("/sys/module/ipip").exists()
+            or any(Path(f"/lib/modules/{release}/kernel/net/ipv4").glob("ipip.ko*")))
+
+
+def check_calico(cluster: Cluster) -> None:
+    """backend calico needs BIRD; an IPIP pool needs the kernel's ipip module."""
+    from .runtime.bird import bird_missing
+    problem = bird_missing()
+    if problem:
+        raise StateError(f"backend calico runs BIRD on every node: {problem}")
+    mode = cluster.config.calico.ipip_mode
+    if mode != "Never":
+        if not kernel_has_ipip():
+            raise StateError(f"spec.calico.ipipMode {mode} needs the kernel's ipip module for tunl0, and "
+                             f"this kernel ({os.uname().release}) has none: use ipipMode: Never, where "
+                             f"BGP routes pods straight over the underlay (one L2 segment, as here)")
+        raise StateError(f"spec.calico.ipipMode {mode}: netlab does not build tunl0 yet; use ipipMode: Never")
 
 
 def check_timeout(wait) -> float:
@@ -270,6 +319,11 @@ def wait_for_started(cluster: Cluster, timeout: float, progress: Progress = _no_
 
 
 # ---------------------------------------------------------------------- down / clean
+
+
+def lab_namespaces(lab: str) -> list[str]:
+    """The names under /run/netns that carry this lab's name (what `ip netns list` shows)."""
+    return netns.list_names(f"{names.PREFIX}{lab}.")
 
 
 def owned_namespaces(lab: str, lab_id: Optional[str] = None) -> tuple[dict[str, int], list[str], list[str]]:
@@ -435,10 +489,6 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
         path = f"/api/v1/namespaces/{quote(name, safe='')}"
     elif kind in _PATHS:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{_PATHS[kind]}/{quote(name, safe='')}"
-    elif kind in ("ingresses", "secrets", "ingressclasses"):
-        group = "/api/v1" if kind == "secrets" else "/apis/networking.k8s.io/v1"
-        where = "" if kind == "ingressclasses" else f"/namespaces/{quote(namespace, safe='')}"
-        path = f"{group}{where}/{kind}/{quote(name, safe='')}"
     else:
         raise StateError(f"cannot delete {kind}")
     return [agent_client.call(lab, "DELETE", path)["message"]]

@@ -109,6 +109,11 @@ def run_exec(*, target: Optional[str], command: List[str], container: Optional[s
     if not target:
         ns = (cluster.node(node).netns if node else
               names.client_netns(name) if client else names.internet_netns(name))
+        if node and cluster.config.backend == "calico" and command[0] in ("birdc", "birdcl") \
+                and not any(a == "-s" or a.startswith("-s") for a in command[1:]):
+            # The node's BIRD listens under the lab's state, not at birdc's /run/bird/bird.ctl.
+            from ..runtime.bird import socket_path
+            command = [command[0], "-s", str(socket_path(name, node)), *command[1:]]
         argv = ["ip", "netns", "exec", ns, *command]
         os.execvpe(argv[0], argv, os.environ)
     pod = cluster.pod(target, namespace)

@@ -42,7 +42,7 @@ def _progress_printer():
 def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manifests) or one manifest file."),
        name: Optional[str] = typer.Option(None, "--name", help="Lab name (default: lab.yaml's, or the directory's)."),
        nodes: Optional[int] = typer.Option(None, "--nodes", min=1, max=250, help="Number of nodes."),
-       backend: Optional[str] = typer.Option(None, "--backend", help="Cross-node backend: vxlan, host-gw or udp (flannel0 + flanneld)."),
+       backend: Optional[str] = typer.Option(None, "--backend", help="Cross-node backend: vxlan, host-gw, udp (flannel0 + flanneld) or calico (routed, BIRD + BGP)."),
        proxy_mode: Optional[str] = typer.Option(None, "--proxy-mode", help="kube-proxy mode: iptables or userspace."),
        timeout: float = typer.Option(60.0, help="Seconds to wait for the pods to start (and serve)."),
        wait_ready: bool = typer.Option(False, "--wait-ready",

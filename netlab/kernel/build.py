@@ -8,7 +8,7 @@ from typing import Iterable
 from ..plan.network import NsPlan
 from . import netns, tun
 from .netns import KernelError
-from .rtnl import Batch, NetlinkError
+from .rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Batch, NetlinkError
 
 
 class Builder:
@@ -87,9 +87,14 @@ class Builder:
         for phase in (self._devices, self._addresses, self._routes):
             for ns, group in by_ns.items():
                 self._commit(ns, phase, *group)
+        # One write per namespace: a node with many pods (calico's per-veth sysctls) needs
+        # one trip into it, not one per pod.
+        sysctls: dict[str, dict[str, str]] = {}
         for plan in plans:
-            if plan.sysctls:
-                netns.write_sysctl(plan.netns, plan.sysctls)
+            sysctls.setdefault(plan.netns, {}).update(plan.sysctls)
+        for ns, values in sysctls.items():
+            if values:
+                netns.write_sysctl(ns, values)
 
     def _commit(self, ns: str, phase, *plans: NsPlan) -> None:
         batch = Batch()
@@ -142,7 +147,8 @@ class Builder:
     def _routes(self, plan: NsPlan, batch: Batch) -> None:
         for route in plan.routes:
             batch.route_add(route.dst, via=route.via, onlink=route.onlink, multipath=tuple(route.multipath),
-                            oif=self.index(plan.netns, route.dev) if route.dev else 0)
+                            oif=self.index(plan.netns, route.dev) if route.dev else 0,
+                            scope=RT_SCOPE_LINK if route.scope == "link" else RT_SCOPE_UNIVERSE)
         for n in plan.neighbours:
             batch.neigh_add(self.index(plan.netns, n.dev), n.ip, n.mac)
         for f in plan.fdb:

@@ -36,6 +36,7 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH = 1, 4, 5, 9
 NDA_DST, NDA_LLADDR = 1, 2
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
+RT_SCOPE_LINK = 253
 RTNH_F_ONLINK = 4
 SEQ_MASK = 0xFFFFFFFF                  # nlmsg_seq is a u32: sequence numbers wrap around
 # The kernel handles a whole send before we read: it queues one ack skb per request (~768
@@ -146,10 +147,10 @@ class Batch:
         self._add(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"address {cidr} on {dev}")
 
     def route_add(self, dst: str, *, via: str = "", oif: int = 0, onlink: bool = False,
-                  multipath: tuple[str, ...] = ()) -> None:
+                  multipath: tuple[str, ...] = (), scope: int = RT_SCOPE_UNIVERSE) -> None:
         net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
         body = struct.pack("=BBBBBBBBI", socket.AF_INET, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC,
-                           RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)
+                           scope, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)
         if net.prefixlen:
             body += ip4(RTA_DST, str(net.network_address))
         if via:

@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Union
 from . import names
 from .config import LabConfig, parse_lab
 from .errors import InvalidError, LabError, NotFoundError
-from .ipam import Exhausted, Pool, node_subnet, nth_host
+from .ipam import BlockIPAM, Exhausted, Pool, node_subnet, nth_host
 from .objects import (EndpointSlice, Endpoints, Namespace, Pod, ReplicationController, Service, Meta,
                       parse_object)
 from .services import ServiceAllocator
@@ -87,7 +87,14 @@ class Cluster:
     def __post_init__(self):
         self._rand = random.Random(self.seed)
         self._pod_pools = {n.name: Pool(n.pod_cidr, reserved=[n.vtep_ip, n.gateway], first=2)
-                           for n in self.nodes}
+                           for n in self.nodes} if self.config.backend != "calico" else {}
+        # backend calico: Calico IPAM's blocks instead of a subnet per node; each node
+        # starts with one (its pod_cidr).
+        self.ipam: Optional[BlockIPAM] = None
+        if self.config.backend == "calico":
+            self.ipam = BlockIPAM(self.config.cluster_cidr, self.config.calico.block_size)
+            for n in self.nodes:
+                self.ipam.claim(n.name, n.pod_cidr)
         self.service_alloc = ServiceAllocator(self.config)
         for ns in SYSTEM_NAMESPACES:
             self.namespaces.setdefault(ns, Namespace(Meta(name=ns, namespace="", raw={
@@ -199,8 +206,10 @@ class Cluster:
         # error names the manifest's own object and field, also for pods an RC makes.
         node = self.schedule(pod)
         pod.spec.node_name = node.name
-        pool = self._pod_pools[node.name]
-        if pod.pod_ip and pool.contains(pod.pod_ip) and pool.is_free(pod.pod_ip):
+        pool = self._pod_pools.get(node.name)
+        if self.ipam is not None:
+            self._place_in_block(pod, node)
+        elif pod.pod_ip and pool.contains(pod.pod_ip) and pool.is_free(pod.pod_ip):
             pool.take(pod.pod_ip)
         else:
             try:
@@ -219,6 +228,16 @@ class Cluster:
         if len(netns) > names.NETNS_MAX:
             raise InvalidError("name too long for a network namespace", **self._where(pod, "metadata.name"))
         self.pods[pod.meta.key] = pod
+
+    def _place_in_block(self, pod: Pod, node: Node) -> None:
+        if pod.pod_ip and self.ipam.take(node.name, pod.pod_ip):
+            return
+        try:
+            pod.pod_ip = self.ipam.allocate(node.name)
+        except Exhausted as exc:
+            raise InvalidError(f"{exc} (spec.network.clusterCIDR {self.config.cluster_cidr}, "
+                               f"spec.calico.blockSize {self.config.calico.block_size} in "
+                               f"{self.config.source or 'lab.yaml'})", **self._where(pod, "")) from None
 
     def schedule(self, pod: Pod) -> Node:
         """nodeName wins; otherwise the least loaded node whose labels match nodeSelector."""
@@ -291,7 +310,10 @@ class Cluster:
 
     def remove_pod(self, key: str) -> Pod:
         pod = self.pods.pop(key)
-        self._pod_pools[pod.spec.node_name].release(pod.pod_ip)
+        if self.ipam is not None:
+            self.ipam.release(pod.pod_ip)
+        else:
+            self._pod_pools[pod.spec.node_name].release(pod.pod_ip)
         return pod
 
     def remove_service(self, key: str) -> Service:
@@ -318,6 +340,9 @@ class Cluster:
             # Like host-local IPAM's last_reserved_ip: a new pod gets the next address, not
             # the one a deleted pod just gave back.
             "ipam": {node: pool.cursor() for node, pool in self._pod_pools.items()},
+            # Calico IPAM: each block's node affinity and where its next allocation starts.
+            **({"ipamBlocks": {b: {"node": n, "cursor": self.ipam.cursors()[b]}
+                               for b, n in self.ipam.affinity.items()}} if self.ipam else {}),
             "notReadyNodes": sorted(self.not_ready),
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
@@ -332,6 +357,10 @@ class Cluster:
         cfg = parse_lab(state["lab"], default_name=state["lab"]["metadata"]["name"],
                         file=state.get("labSource") or "lab.yaml")
         cluster = cls(config=cfg, nodes=make_nodes(cfg))
+        if cluster.ipam is not None:
+            for block, held in (state.get("ipamBlocks") or {}).items():
+                cluster.ipam.claim(held["node"], block)
+                cluster.ipam.set_cursor(block, held["cursor"])
         for doc in state["objects"]:
             obj = parse_object(doc, doc.get("metadata", {}).get("annotations", {}).get(
                 "netlab/source", "state.json"))
@@ -351,7 +380,10 @@ class Cluster:
             else:
                 obj.spec.node_name = doc["spec"].get("nodeName", "")
                 obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
-                cluster._pod_pools[obj.spec.node_name].take(obj.pod_ip)
+                if cluster.ipam is not None:
+                    cluster.ipam.take(obj.spec.node_name, obj.pod_ip)
+                else:
+                    cluster._pod_pools[obj.spec.node_name].take(obj.pod_ip)
                 cluster.pods[obj.meta.key] = obj
         cluster.not_ready = set(state.get("notReadyNodes") or ())
         for node, cursor in (state.get("ipam") or {}).items():

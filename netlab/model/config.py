@@ -8,14 +8,17 @@ from .errors import InvalidError
 from .names import (check_dns_label, check_dns_subdomain, check_label_key, check_label_value,
                     validate_lab_name)
 
-BACKENDS = ("vxlan", "host-gw", "udp")
+BACKENDS = ("vxlan", "host-gw", "udp", "calico")
 PROXY_MODES = ("iptables", "userspace")
 # Pod A records <a-b-c-d>.<ns>.pod.<zone>, CoreDNS's `pods` option: insecure answers any address
 # (as kube-dns does, and kubeadm's CoreDNS under a namespace that exists), verified only the
 # address of a pod that exists in that namespace, disabled none.
 DNS_POD_MODES = ("insecure", "verified", "disabled")
 LAB_API_VERSIONS = ("netlab/v1",)
-SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network")
+SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network", "calico")
+# spec.calico: what calico-node's BGPConfiguration, IPPool and Node resources say on a real cluster.
+CALICO_FIELDS = ("asNumber", "blockSize", "routeReflectors", "ipipMode", "bgpHoldTime")
+IPIP_MODES = ("Never", "Always", "CrossSubnet")
 TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 METADATA_FIELDS = ("name", "labels", "annotations")
 NODE_FIELDS = ("name", "labels")
@@ -25,6 +28,21 @@ NODE_FIELDS = ("name", "labels")
 class NodeSpec:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CalicoConfig:
+    """backend calico: the IP pool is the cluster CIDR, cut into blocks of /block_size."""
+    as_number: int = 64512                    # BGPConfiguration asNumber (Calico's default)
+    block_size: int = 26                      # IPPool blockSize
+    route_reflectors: list[str] = field(default_factory=list)   # [] = node-to-node mesh
+    ipip_mode: str = "Never"                  # IPPool ipipMode
+    hold_time: int = 240                      # BGP hold time (BIRD's default); keepalive a third
+
+    def to_dict(self) -> dict:
+        return {"asNumber": self.as_number, "blockSize": self.block_size,
+                "routeReflectors": list(self.route_reflectors), "ipipMode": self.ipip_mode,
+                "bgpHoldTime": self.hold_time}
 
 
 @dataclass
@@ -48,6 +66,7 @@ class LabConfig:
     mtu: int = 1500
     vxlan_vni: int = 1
     vxlan_port: int = 8472
+    calico: CalicoConfig = field(default_factory=CalicoConfig)
     source: str = ""
 
     def to_dict(self) -> dict:
@@ -66,6 +85,7 @@ class LabConfig:
                     "loadBalancerPool": self.lb_pool, "internetCIDR": self.internet_cidr,
                     "mtu": self.mtu, "vxlanVNI": self.vxlan_vni, "vxlanPort": self.vxlan_port,
                 },
+                **({"calico": self.calico.to_dict()} if self.backend == "calico" else {}),
             },
         }
 
@@ -169,8 +189,9 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
         # Node subnets are /29 at the smallest and the first one is never used (as flannel's
         # SubnetMin), so even one node needs a /28.
         raise _err(file, p + "clusterCIDR", "too small: must be a /28 or larger", str(cluster))
-    prefix = _int(net.get("nodeSubnetPrefix", cfg.node_prefix), file, p + "nodeSubnetPrefix",
-                  cluster.prefixlen + 1, 29)
+    prefix = (_int(net.get("nodeSubnetPrefix", cfg.node_prefix), file, p + "nodeSubnetPrefix",
+                   cluster.prefixlen + 1, 29) if backend != "calico"
+              else max(cluster.prefixlen + 1, 26))     # calico: replaced by spec.calico.blockSize
     service = _net(net.get("serviceCIDR", cfg.service_cidr), file, p + "serviceCIDR")
     underlay = _net(net.get("underlayCIDR", cfg.underlay_cidr), file, p + "underlayCIDR")
     lb_pool = _net(net.get("loadBalancerPool", cfg.lb_pool), file, p + "loadBalancerPool")
@@ -206,7 +227,7 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
             raise _err(file, p + b_name, f"overlaps {a_name} {a}", str(b))
     # Node i gets subnet i (node1: 10.244.1.0/24); subnet 0 is never handed out.
     subnets = 2 ** (prefix - cluster.prefixlen) - 1
-    if len(nodes) > subnets:
+    if len(nodes) > subnets and backend != "calico":
         raise _err(file, "spec.nodes", f"{len(nodes)} nodes do not fit: clusterCIDR {cluster} has "
                    f"only {subnets} usable /{prefix} node subnets (the first is not used)")
     # Node addresses .offset+1 .. must stay inside the underlay, leaving room for the
@@ -225,7 +246,49 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     cfg.mtu = _int(net.get("mtu", cfg.mtu), file, p + "mtu", 1280, 9000)
     cfg.vxlan_vni = _int(net.get("vxlanVNI", cfg.vxlan_vni), file, p + "vxlanVNI", 1, 16777215)
     cfg.vxlan_port = _int(net.get("vxlanPort", cfg.vxlan_port), file, p + "vxlanPort", 1, 65535)
+    if spec.get("calico") is not None and backend != "calico":
+        raise _err(file, "spec.calico", "only for backend: calico", backend)
+    if backend == "calico":
+        cfg.calico = _calico(spec.get("calico"), cfg, cluster, net.get("nodeSubnetPrefix"), file)
+        cfg.node_prefix = cfg.calico.block_size
     return cfg
+
+
+def _calico(doc, cfg: LabConfig, cluster: ipaddress.IPv4Network, node_prefix, file) -> CalicoConfig:
+    """spec.calico. Nodes take IPAM blocks of the pool (the cluster CIDR) as they need them;
+    each node starts with one, so the pool must hold a block per node."""
+    doc = {} if doc is None else doc
+    p = "spec.calico."
+    if not isinstance(doc, dict):
+        raise _err(file, "spec.calico", "must be a mapping", doc)
+    _known(doc, CALICO_FIELDS, p, file)
+    out = CalicoConfig()
+    out.as_number = _int(doc.get("asNumber", out.as_number), file, p + "asNumber", 1, 4294967295)
+    out.block_size = _int(doc.get("blockSize", out.block_size), file, p + "blockSize",
+                          max(20, cluster.prefixlen + 1), 32)
+    if node_prefix is not None and node_prefix != out.block_size:
+        raise _err(file, "spec.network.nodeSubnetPrefix", "backend calico hands out IPAM blocks: "
+                   "set spec.calico.blockSize instead", node_prefix)
+    blocks = 2 ** (out.block_size - cluster.prefixlen) - 1
+    if len(cfg.nodes) > blocks:
+        raise _err(file, "spec.nodes", f"{len(cfg.nodes)} nodes do not fit: clusterCIDR {cluster} "
+                   f"has only {blocks} usable /{out.block_size} blocks (the first is kept back)")
+    rrs = doc.get("routeReflectors", [])
+    if not isinstance(rrs, list) or not all(isinstance(r, str) for r in rrs):
+        raise _err(file, p + "routeReflectors", "must be a list of node names", rrs)
+    known = [n.name for n in cfg.nodes]
+    for i, r in enumerate(rrs):
+        if r not in known:
+            raise _err(file, f"{p}routeReflectors[{i}]", f"no such node (nodes: {', '.join(known)})", r)
+    if len(set(rrs)) != len(rrs):
+        raise _err(file, p + "routeReflectors", "Duplicate value", rrs)
+    out.route_reflectors = list(rrs)
+    mode = doc.get("ipipMode", out.ipip_mode)
+    if mode not in IPIP_MODES:
+        raise _err(file, p + "ipipMode", f"supported values: {', '.join(IPIP_MODES)}", mode)
+    out.ipip_mode = mode
+    out.hold_time = _int(doc.get("bgpHoldTime", out.hold_time), file, p + "bgpHoldTime", 3, 65535)
+    return out
 
 
 def _known(doc: dict, known: tuple, prefix: str, file) -> None:

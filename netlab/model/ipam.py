@@ -32,16 +32,17 @@ def nth_host(network: str | ipaddress.IPv4Network, n: int) -> ipaddress.IPv4Addr
 class Pool:
     """Hands out free addresses of a network in order, skipping reserved and used ones."""
 
-    def __init__(self, network: str, reserved: Iterable[str] = (), first: int = 1):
+    def __init__(self, network: str, reserved: Iterable[str] = (), first: int = 1, whole: bool = False):
         self.network = ipaddress.ip_network(network)
         self.first = first
+        self.whole = whole            # the broadcast address too (a routed block has none)
         self.used: set[ipaddress.IPv4Address] = {ipaddress.ip_address(a) for a in reserved}
         self._next = int(self.network.network_address) + first
 
     def _range(self) -> tuple[int, int]:
         """The first and last address this pool may hand out (no network or broadcast address)."""
         lo = int(self.network.network_address) + self.first
-        hi = int(self.network.broadcast_address) - (1 if self.network.prefixlen < 31 else 0)
+        hi = int(self.network.broadcast_address) - (1 if self.network.prefixlen < 31 and not self.whole else 0)
         return lo, hi
 
     def contains(self, address: str) -> bool:
@@ -82,3 +83,70 @@ class Pool:
 
     def release(self, address: str) -> None:
         self.used.discard(ipaddress.ip_address(address))
+
+
+class BlockIPAM:
+    """Calico IPAM: the pool (the cluster CIDR) is cut into blocks (/26 by default); a node
+    claims a block with affinity to it, hands out its pods' addresses from its own blocks,
+    and claims the lowest free block when they are full. Every address of a block is usable:
+    pods get /32s and are routed, so there is no network or broadcast address to keep back.
+    Block 0 is kept back, as flannel never leases subnet 0, so node i starts with block i."""
+
+    def __init__(self, pool: str, block_size: int):
+        self.pool = ipaddress.ip_network(pool)
+        self.block_size = block_size
+        self.affinity: dict[str, str] = {}          # block CIDR -> node
+        self._pools: dict[str, Pool] = {}           # block CIDR -> its addresses
+
+    def _block(self, index: int) -> str:
+        return str(node_subnet(str(self.pool), self.block_size, index))
+
+    def claim(self, node: str, block: str = "") -> str:
+        """Give `node` a block: the one named, or the lowest free one."""
+        if not block:
+            count = 2 ** (self.block_size - self.pool.prefixlen)
+            block = next((b for b in map(self._block, range(1, count)) if b not in self.affinity), "")
+            if not block:
+                raise Exhausted(f"no free /{self.block_size} block left in the IP pool {self.pool}")
+        if self.affinity.get(block, node) != node:
+            raise LabError(f"block {block} belongs to node {self.affinity[block]}")
+        self.affinity[block] = node
+        self._pools.setdefault(block, Pool(block, first=0, whole=True))
+        return block
+
+    def blocks_of(self, node: str) -> list[str]:
+        return sorted((b for b, n in self.affinity.items() if n == node),
+                      key=lambda b: int(ipaddress.ip_network(b).network_address))
+
+    def block_of(self, address: str) -> str:
+        addr = ipaddress.ip_address(address)
+        return next((b for b in self.affinity if addr in ipaddress.ip_network(b)), "")
+
+    def take(self, node: str, address: str) -> bool:
+        """Allocate this address to a pod of `node` if it is free in one of its blocks."""
+        block = self.block_of(address)
+        if self.affinity.get(block) != node or not self._pools[block].is_free(address):
+            return False
+        self._pools[block].take(address)
+        return True
+
+    def allocate(self, node: str) -> str:
+        """The next address in the node's blocks; a new block when they are all full."""
+        for block in self.blocks_of(node):
+            try:
+                return self._pools[block].allocate()
+            except Exhausted:
+                continue
+        return self._pools[self.claim(node)].allocate()
+
+    def release(self, address: str) -> None:
+        block = self.block_of(address)
+        if block:
+            self._pools[block].release(address)
+
+    def cursors(self) -> dict[str, str]:
+        return {b: p.cursor() for b, p in self._pools.items()}
+
+    def set_cursor(self, block: str, cursor: str) -> None:
+        if block in self._pools:
+            self._pools[block].set_cursor(cursor)

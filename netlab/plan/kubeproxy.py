@@ -519,7 +519,9 @@ def render_node_rules(cluster: Cluster, node: Node,
     if cleanup or not large:
         _write_stale_chains(b, previous_chains)
     _write_trailer(b)
-    _write_flannel_masq(b, cidr, node.pod_cidr)
+    # backend calico: the IP pool's natOutgoing (Felix's cali-nat-outgoing), pool to outside
+    # only; a node has several blocks, so every pod address counts as this node's.
+    _write_flannel_masq(b, cidr, cidr if cluster.config.backend == "calico" else node.pod_cidr)
     return b.text()
 
 

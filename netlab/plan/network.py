@@ -30,6 +30,10 @@ TUN_DEV = "flannel0"                           # flannel's udp backend: a TUN wi
 UDP_PORT = 8285
 UDP_OVERHEAD = 28                              # outer IPv4 (20) + UDP (8): the inner packet rides bare
 INTERNET_UPLINK = "inet0"
+# backend calico, as its CNI plugin wires a pod: the pod's gateway is this link-local address,
+# which no device has; the host end of the veth answers ARP for it (proxy_arp) with its MAC.
+CALICO_GATEWAY = "169.254.1.1"
+CALICO_HOST_MAC = "ee:ee:ee:ee:ee:ee"
 CLIENT_PORT = "ul-client"
 
 
@@ -63,6 +67,7 @@ class Route:
     dev: str = ""
     onlink: bool = False
     multipath: list[str] = field(default_factory=list)   # ECMP next hops
+    scope: str = ""                            # "" (universe) or "link"
 
 
 @dataclass
@@ -114,7 +119,7 @@ def internet_host_ip(cluster: Cluster) -> str:
 
 def pod_mtu(cluster: Cluster) -> int:
     cfg = cluster.config
-    overhead = {"vxlan": VXLAN_OVERHEAD, "udp": UDP_OVERHEAD}.get(cfg.backend, 0)
+    overhead = {"vxlan": VXLAN_OVERHEAD, "udp": UDP_OVERHEAD}.get(cfg.backend, 0)   # calico: routed, none
     return cfg.mtu - overhead
 
 
@@ -179,6 +184,11 @@ def plan_node(cluster: Cluster, node: Node) -> NsPlan:
     plan.devices.append(Device("eth0", mtu=cfg.mtu))
     plan.addresses.append(("eth0", f"{node.internal_ip}/{_prefixlen(cfg.underlay_cidr)}"))
     plan.routes.append(Route("default", via=router_ip(cluster)))
+    if cfg.backend == "calico":
+        # No bridge and no overlay: each pod is a /32 route to its cali veth, and BIRD (a
+        # node daemon) installs the blackhole routes of the node's blocks and learns the
+        # other nodes' blocks over BGP.
+        return plan
     plan.links.append(Link(POD_BRIDGE, "bridge"))
     plan.devices.append(Device(POD_BRIDGE, mtu=pod_mtu(cluster)))
     plan.addresses.append((POD_BRIDGE, f"{node.gateway}/{_prefixlen(node.pod_cidr)}"))
@@ -211,14 +221,35 @@ def plan_pod(cluster: Cluster, pod: Pod) -> tuple[NsPlan, NsPlan]:
     """(the node-side part: the veth on cni0, the pod's own namespace)."""
     node = cluster.node(pod.spec.node_name)
     pod_ns = cluster.pod_netns(pod)
-    host_end = names.host_veth(pod.meta.namespace, pod.meta.name)
+    host_end = names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.backend)
     mtu = pod_mtu(cluster)
+    if cluster.config.backend == "calico":
+        return plan_calico_pod(cluster, pod, node, pod_ns, host_end, mtu)
     node_part = NsPlan(node.netns,
                        links=[Link(host_end, "veth", peer="eth0", peer_netns=pod_ns)],
                        devices=[Device(host_end, mtu=mtu, master=POD_BRIDGE, hairpin=True)])
     pod_part = NsPlan(pod_ns, devices=[Device("eth0", mtu=mtu)],
                       addresses=[("eth0", f"{pod.pod_ip}/{_prefixlen(node.pod_cidr)}")],
                       routes=[Route("default", via=node.gateway)])
+    return node_part, pod_part
+
+
+def plan_calico_pod(cluster: Cluster, pod: Pod, node: Node, pod_ns: str, host_end: str,
+                    mtu: int) -> tuple[NsPlan, NsPlan]:
+    """As Calico's CNI plugin: the host end `caliXXXXXXXXXXX` has no address, MAC
+    ee:ee:ee:ee:ee:ee and proxy_arp on (answering at once: proxy_delay 0); the node routes the
+    pod's /32 to it (scope link); the pod has its /32 and a default route via 169.254.1.1,
+    onlink since no subnet of the pod holds that address."""
+    node_part = NsPlan(node.netns,
+                       links=[Link(host_end, "veth", peer="eth0", peer_netns=pod_ns)],
+                       devices=[Device(host_end, mtu=mtu, mac=CALICO_HOST_MAC)],
+                       routes=[Route(f"{pod.pod_ip}/32", dev=host_end, scope="link")],
+                       sysctls={f"net.ipv4.conf.{host_end}.proxy_arp": "1",
+                                f"net.ipv4.neigh.{host_end}.proxy_delay": "0",
+                                f"net.ipv4.conf.{host_end}.forwarding": "1"})
+    pod_part = NsPlan(pod_ns, devices=[Device("eth0", mtu=mtu)],
+                      addresses=[("eth0", f"{pod.pod_ip}/32")],
+                      routes=[Route("default", via=CALICO_GATEWAY, dev="eth0", onlink=True)])
     return node_part, pod_part
 
 

@@ -1,5 +1,5 @@
 """Node daemons: the per-node processes a lab's agent runs and supervises, as systemd or a
-DaemonSet would on a real node (kube-proxy in userspace mode, flanneld of the udp backend; later BIRD, ...).
+DaemonSet would on a real node (kube-proxy in userspace mode, flanneld of the udp backend, BIRD of the calico backend).
 
 A provider says which daemons a lab wants (one DaemonSpec per daemon and node); the agent
 starts each in its node's network namespace, restarts it with back-off when it dies, stops
@@ -158,3 +158,4 @@ from . import internet as _internet  # noqa: E402,F401  (the simulated internet 
 
 # Daemons defined next to their own code register themselves when imported.
 from . import healthcheck  # noqa: E402,F401
+from . import bird as _bird  # noqa: E402,F401  (backend calico's BGP daemon)

@@ -384,6 +384,14 @@ def test_route_add(dst, kwargs, expected):
     check(raw, RTM_NEWROUTE, NEW, expected, set())
 
 
+def test_route_add_scope_link():
+    """Calico's per-pod route: `10.244.0.66 dev caliXXXX scope link`."""
+    raw = compile_one(lambda b: b.route_add("10.244.0.66/32", oif=7, scope=rtnl.RT_SCOPE_LINK))
+    expected = route(32, [("RTA_DST", "10.244.0.66"), ("RTA_OIF", 7)])
+    expected["scope"] = rt_scope["link"]
+    check(raw, RTM_NEWROUTE, NEW, expected, set())
+
+
 @pytest.mark.parametrize("hops", [("192.168.56.11",), ("192.168.56.11", "192.168.56.12"),
                                   tuple(f"192.168.56.{10 + i}" for i in range(8))])
 def test_route_add_multipath(hops):

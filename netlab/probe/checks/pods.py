@@ -106,6 +106,10 @@ def pod_ip_unique(view: LabView, ev: Evidence) -> str:
     owners: dict[str, str] = {}
     for pod in view.pods:
         subnet = ipaddress.ip_network(view.node_of(pod).pod_cidr)
+        if view.cluster.ipam is not None:      # calico: the IPAM block of the node that holds it
+            subnet = ipaddress.ip_network(view.cluster.ipam.block_of(pod.pod_ip) or subnet)
+            if view.cluster.ipam.affinity.get(str(subnet)) != pod.spec.node_name:
+                subnet = ipaddress.ip_network(view.node_of(pod).pod_cidr)
         found = _eth0_addresses(view.netns(pod))
         clashes = [owners[a] for a in found if a in owners]
         ok = found == [pod.pod_ip] and ipaddress.ip_address(pod.pod_ip) in subnet and not clashes
@@ -121,8 +125,9 @@ def pod_ip_unique(view: LabView, ev: Evidence) -> str:
              "subnet to the overlay (flannel.1; with the udp backend the cluster route to the TUN "
              "flannel0), or with host-gw to that node's address.",
        source=f"{DOC001} (跨节点通讯: flannel 添加的路由), {DOC003} §4",
-       needs="two or more nodes",
-       applies=lambda view: len(view.cluster.nodes) > 1, evidence=STATE)
+       needs="two or more nodes and a flannel backend (calico: bgp-routes)",
+       applies=lambda view: len(view.cluster.nodes) > 1 and view.cluster.config.backend != "calico",
+       evidence=STATE)
 def node_routes(view: LabView, ev: Evidence) -> str:
     backend = view.cluster.config.backend
     for node in view.cluster.nodes:
