@@ -9,7 +9,7 @@ from .common import LabOption, lab_name
 from .main import app
 
 agent_app = typer.Typer(help="The lab's agent (kubelet, controllers and proxy in one process).",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(agent_app, name="agent")
 
 

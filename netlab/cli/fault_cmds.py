@@ -9,7 +9,7 @@ from .common import LabOption, NamespaceOption, lab_name
 from .main import app
 
 fault_app = typer.Typer(help="Inject failures (kill, stop-server, cut-link, node-down) and heal them.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(fault_app, name="fault")
 
 

@@ -129,16 +129,16 @@ def clean() -> None:
 @app.command("list")
 def list_labs() -> None:
     """List the labs on this machine."""
-    from .. import engine, state
+    from .. import labs, state
     from ..runtime import agent_client
     rows = []
-    for name in engine.running_labs():
+    for name in labs.running_labs():
         data = state.read_json(state.state_file(name)) or {}
         spec = (data.get("lab") or {}).get("spec") or {}
         pods = sum(1 for o in data.get("objects", []) if o.get("kind") == "Pod")
         agent = agent_client.agent_state(name)[0]
         rows.append([name, len(spec.get("nodes", [])), pods, spec.get("backend", "?"),
-                     spec.get("proxyMode", "?"), agent, len(engine.lab_namespaces(name))])
+                     spec.get("proxyMode", "?"), agent, len(labs.lab_namespaces(name))])
     typer.echo(table(["LAB", "NODES", "PODS", "BACKEND", "PROXY", "AGENT", "NETNS"], rows)
                if rows else "no labs")
 

@@ -15,7 +15,10 @@ app = typer.Typer(
     name="netlab", no_args_is_help=True, add_completion=False,
     help="Build a real Kubernetes network on this machine out of kernel objects, and prove it "
          "with packets. Most commands need root.",
-    context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
+    context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False,
+    # Plain help and usage errors: rich's formatter costs about 170 ms of imports on every
+    # `--help` and every mistyped option.
+    rich_markup_mode=None)
 
 VERBOSE = {"on": False}
 
