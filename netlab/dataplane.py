@@ -31,10 +31,12 @@ def proxy_config_file(lab: str, node: str):
     return state.lab_dir(lab) / f"userspace-{node}.json"
 
 
-def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[dict] = None) -> None:
+def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[dict] = None,
+         pids_of=None) -> None:
     """Bring every node's kube-proxy in line with the cluster's services and endpoints.
 
-    `proxies` (node -> PID, userspace mode): the agent's running proxies, told to reload."""
+    `proxies` (node -> PID, userspace mode): the agent's running proxies, told to reload.
+    `pids_of` (the agent's Agent.pids_of): finds the ingress controller's nginx to reload."""
     import time
     previous = state.read_json(_chains_file(cluster.name)) or {}
     eps = endpoints(cluster, ready)
@@ -66,6 +68,8 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
         path = records_path(cluster.name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         write_records(path, build_records(cluster, ready))
+    from .runtime import ingress
+    ingress.sync(cluster, eps, pids_of)     # nginx.conf from Ingresses and ready endpoints
 
 
 def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict, proxy: Optional[int]) -> dict:

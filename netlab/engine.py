@@ -489,6 +489,10 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
         path = f"/api/v1/namespaces/{quote(name, safe='')}"
     elif kind in _PATHS:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{_PATHS[kind]}/{quote(name, safe='')}"
+    elif kind in ("ingresses", "secrets", "ingressclasses"):
+        group = "/api/v1" if kind == "secrets" else "/apis/networking.k8s.io/v1"
+        where = "" if kind == "ingressclasses" else f"/namespaces/{quote(namespace, safe='')}"
+        path = f"{group}{where}/{kind}/{quote(name, safe='')}"
     else:
         raise StateError(f"cannot delete {kind}")
     return [agent_client.call(lab, "DELETE", path)["message"]]

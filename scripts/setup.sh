@@ -12,10 +12,12 @@ fi
 # What netlab drives: iproute2 (ip, bridge), the legacy iptables backend (kube-proxy's rules
 # are applied with iptables-legacy-restore), util-linux (nsenter), and the real daemons pods
 # run: dnsmasq (kube-dns's cache, and the simulated internet's DNS server), redis-server (the
-# guestbook), iperf3 (throughput); dnsutils gives pods and tests dig, a real DNS client.
+# guestbook), iperf3 (throughput); dnsutils gives pods and tests dig, a real DNS client;
+# nginx-light is the ingress controller's nginx (openssl makes its default certificate), wrk
+# loads it in bench/bench_ingress.py.
 # mininet is only for the benchmarks' comparison runs.
 PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base dnsutils redis-server
-          redis-tools iperf3 tcpdump python3 python3-venv)
+          redis-tools iperf3 tcpdump python3 python3-venv nginx-light openssl wrk)
 BENCH_PACKAGES=(mininet bridge-utils)
 
 missing=()
@@ -31,6 +33,13 @@ fi
 # redis-server's package starts a system-wide redis; netlab runs its own inside pods only.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+# So does nginx's, on the host's port 80; netlab's nginx runs only in the ingress controller pod.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet nginx 2>/dev/null; then
+  systemctl disable --now nginx >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/nginx ] && [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  /etc/init.d/nginx stop >/dev/null 2>&1 || true
+  command -v update-rc.d >/dev/null 2>&1 && update-rc.d nginx disable >/dev/null 2>&1 || true
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -8,6 +8,7 @@ import typer
 from .common import AllNamespacesOption, LabOption, NamespaceOption, OutputOption, lab_name
 from .main import app
 from .output import OUTPUT_FORMATS, age, as_list, emit, table
+from . import ingress_view
 
 RESOURCES = {
     "nodes": "nodes", "node": "nodes", "no": "nodes",
@@ -16,6 +17,9 @@ RESOURCES = {
     "endpoints": "endpoints", "ep": "endpoints",
     "replicationcontrollers": "rcs", "replicationcontroller": "rcs", "rc": "rcs",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
+    "ingresses": "ingresses", "ingress": "ingresses", "ing": "ingresses",
+    "ingressclasses": "ingressclasses", "ingressclass": "ingressclasses",
+    "secrets": "secrets", "secret": "secrets",
 }
 
 
@@ -24,7 +28,7 @@ def _resource(kind: str) -> str:
     found = RESOURCES.get(kind.lower())
     if not found:
         raise LabError(f'the server doesn\'t have a resource type "{kind}" '
-                       f"(netlab knows: nodes, pods, services, endpoints, rc, namespaces)")
+                       f"(netlab knows: nodes, pods, services, endpoints, rc, namespaces, ingresses, ingressclasses, secrets)")
     return found
 
 
@@ -120,6 +124,15 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
             emit(as_list([to_manifest(ns) for ns in spaces]), output)
         else:
             typer.echo(table(["NAME", "STATUS"], [[ns.meta.name, "Active"] for ns in spaces]))
+        return
+    if resource in ingress_view.KINDS:
+        store = {"ingresses": cluster.ingresses, "ingressclasses": cluster.ingress_classes,
+                 "secrets": cluster.secrets}[resource]
+        objs = _filter(store.values(), namespace, all_namespaces or resource == "ingressclasses", selector, name)
+        if name and not objs:
+            raise LabError(f'{resource} "{name}" not found' + ("" if resource == "ingressclasses"
+                                                             else f' in namespace "{namespace}"'))
+        ingress_view.get(cluster, status, resource, objs, output, all_namespaces)
         return
     source = {"pods": cluster.pods, "services": cluster.services, "endpoints": cluster.services,
               "rcs": cluster.rcs}[resource]
@@ -286,8 +299,11 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
             lines.append(f"Endpoints:         {','.join(str(e) for e in eps.get(p.name, [])) or '<none>'}")
         lines.append(f"Session Affinity:  {svc.session_affinity}")
         events = []
+    elif resource in ingress_view.KINDS:
+        ingress_view.describe(cluster, status, resource, name, namespace)
+        return
     else:
-        raise LabError(f"describe supports pod, node and service, not {kind}")
+        raise LabError(f"describe supports pod, node, service and ingress, not {kind}")
     typer.echo("\n".join(line for line in lines if line))
     if resource == "pods":
         typer.echo("Events:")

@@ -49,3 +49,73 @@ def kube_dns(cfg: LabConfig) -> list[dict]:
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
     }
     return [rc, service]
+
+
+# ---------------------------------------------------------------------- ingress-nginx
+
+INGRESS_SOURCE = "<addon:ingress-nginx>"
+INGRESS_NAMESPACE = "ingress-nginx"
+INGRESS_LABELS = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
+INGRESS_SERVICE = "ingress-nginx-controller"
+INGRESS_CONTAINER = "controller"
+INGRESS_CLASS = "nginx"
+INGRESS_NODE_PORTS = {"http": 30080, "https": 30443}
+INGRESS_HEALTH_PORT = 10254          # the controller's /healthz, as ingress-nginx serves it
+
+
+def ingress_dir(lab: str) -> str:
+    """The controller's rendered configuration (nginx.conf, certificates): the pod sees this
+    directory read-only at the same path, and nothing else of the lab's state."""
+    from ..state import lab_dir
+    return str(lab_dir(lab) / "ingress")
+
+
+def ingress_conf(lab: str) -> str:
+    return ingress_dir(lab) + "/nginx.conf"
+
+
+def wants_ingress(cfg: LabConfig, objects, present: bool = False) -> bool:
+    """Whether the lab gets (or now needs) the ingress-nginx add-on: `spec.ingress: true`, or
+    unset and an Ingress is among the objects, unless it is there already."""
+    if present or cfg.ingress is False:
+        return False
+    return cfg.ingress is True or any(getattr(o, "kind", "") == "Ingress" for o in objects)
+
+
+def ingress_nginx(cfg: LabConfig, namespace_exists: bool = False) -> list[dict]:
+    """ingress-nginx's bare-metal install, as netlab runs it: the real nginx in a pod of
+    namespace ingress-nginx, its configuration rendered by the lab's agent (which plays the
+    controller's Go part), exposed by a LoadBalancer Service (so also on every node's
+    NodePorts 30080 and 30443), and the IngressClass nginx, the default class."""
+    ns = {"apiVersion": "v1", "kind": "Namespace",
+          "metadata": {"name": INGRESS_NAMESPACE, "labels": {"app.kubernetes.io/name": "ingress-nginx"}}}
+    ingress_class = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": INGRESS_CLASS, "labels": dict(INGRESS_LABELS),
+                     "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "k8s.io/ingress-nginx"}}
+    rc = {
+        "apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": INGRESS_SERVICE, "namespace": INGRESS_NAMESPACE, "labels": dict(INGRESS_LABELS)},
+        "spec": {"replicas": 1, "selector": dict(INGRESS_LABELS), "template": {
+            "metadata": {"labels": dict(INGRESS_LABELS)},
+            "spec": {"containers": [
+                {"name": INGRESS_CONTAINER, "image": "registry.k8s.io/ingress-nginx/controller:v1.10.1",
+                 "command": ["/usr/sbin/nginx", "-c", ingress_conf(cfg.name), "-e", "stderr"],
+                 "ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"},
+                           {"containerPort": 443, "name": "https", "protocol": "TCP"},
+                           {"containerPort": INGRESS_HEALTH_PORT, "name": "healthz", "protocol": "TCP"}],
+                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": INGRESS_HEALTH_PORT},
+                                    "periodSeconds": 2},
+                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": INGRESS_HEALTH_PORT},
+                                   "periodSeconds": 10, "failureThreshold": 5}},
+            ]}}},
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": INGRESS_SERVICE, "namespace": INGRESS_NAMESPACE, "labels": dict(INGRESS_LABELS)},
+        "spec": {"type": "LoadBalancer", "selector": dict(INGRESS_LABELS), "ports": [
+            {"name": name, "port": port, "targetPort": name, "protocol": "TCP",
+             "nodePort": INGRESS_NODE_PORTS[name]} for name, port in (("http", 80), ("https", 443))]},
+    }
+    return ([] if namespace_exists else [ns]) + [ingress_class, service, rc]

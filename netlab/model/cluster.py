@@ -21,6 +21,7 @@ from .ipam import BlockIPAM, Exhausted, Pool, node_subnet, nth_host
 from .objects import (EndpointSlice, Endpoints, Namespace, Pod, ReplicationController, Service, Meta,
                       parse_object)
 from .services import ServiceAllocator
+from .ingress import Ingress, IngressClass, Secret
 
 Obj = Union[Namespace, Pod, ReplicationController, Service, Endpoints, EndpointSlice]
 SYSTEM_NAMESPACES = ("default", "kube-system")
@@ -80,6 +81,10 @@ class Cluster:
     # Endpoints and EndpointSlices written by hand (for Services without a selector).
     endpoints: dict[str, Endpoints] = field(default_factory=dict)
     slices: dict[str, EndpointSlice] = field(default_factory=dict)
+    # The ingress controller's objects (model/ingress.py); IngressClasses by name.
+    ingresses: dict[str, Ingress] = field(default_factory=dict)
+    ingress_classes: dict[str, IngressClass] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
     seed: Optional[int] = None
     # Nodes the node controller has found NotReady: tainted, so nothing new lands there.
     not_ready: set[str] = field(default_factory=set)
@@ -141,7 +146,8 @@ class Cluster:
             # Namespaces first, then services (so pods started after see their env vars),
             # then controllers and pods, the order `kubectl apply -f dir` would be safe in.
             order = {"Namespace": 0, "Service": 1, "Endpoints": 1, "EndpointSlice": 1,
-                     "ReplicationController": 2, "Pod": 3}
+                     "ReplicationController": 2, "Pod": 3,
+                     "IngressClass": 0, "Secret": 1, "Ingress": 1}
             self._check_duplicates(objects)
             self.service_alloc.hold(o for o in objects if isinstance(o, Service)
                                     and o.meta.key not in self.services)
@@ -182,7 +188,19 @@ class Cluster:
                 raise InvalidError("already exists", **self._where(obj, "metadata.name"))
             self.namespaces[obj.meta.name] = obj
             return [obj]
+        if isinstance(obj, IngressClass):
+            if obj.meta.name in self.ingress_classes:
+                raise InvalidError(f"IngressClass {obj.meta.name} already exists", **self._where(obj, "metadata.name"))
+            self.ingress_classes[obj.meta.name] = obj
+            return [obj]
         self._require_namespace(obj)
+        if isinstance(obj, (Ingress, Secret)):
+            table = self.ingresses if isinstance(obj, Ingress) else self.secrets
+            if obj.meta.key in table:
+                raise InvalidError(f"{obj.kind} {obj.meta.key} already exists", **self._where(obj, "metadata.name"))
+            obj.created = getattr(obj, "created", 0.0) or time.time()
+            table[obj.meta.key] = obj
+            return [obj]
         table = {Service: self.services, ReplicationController: self.rcs, Pod: self.pods,
                  Endpoints: self.endpoints, EndpointSlice: self.slices}[type(obj)]
         if obj.meta.key in table:
@@ -321,6 +339,15 @@ class Cluster:
         self.service_alloc.release(svc)
         return svc
 
+    def _restore_ingress_kind(self, obj, doc: dict) -> None:
+        if isinstance(obj, IngressClass):
+            self.ingress_classes[obj.meta.name] = obj
+        elif isinstance(obj, Secret):
+            self.secrets[obj.meta.key] = obj
+        else:
+            obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
+            self.ingresses[obj.meta.key] = obj
+
     # ------------------------------------------------------------------ state
 
     def snapshot(self) -> dict:
@@ -349,7 +376,10 @@ class Cluster:
                        + [to_manifest(o) for o in self.rcs.values()]
                        + [to_manifest(o) for o in self.pods.values()]
                        + [to_manifest(o) for o in self.endpoints.values()]
-                       + [to_manifest(o) for o in self.slices.values()],
+                       + [to_manifest(o) for o in self.slices.values()]
+                       + [to_manifest(o) for o in self.ingress_classes.values()]
+                       + [to_manifest(o) for o in self.secrets.values()]
+                       + [to_manifest(o) for o in self.ingresses.values()],
         }
 
     @classmethod
@@ -377,6 +407,8 @@ class Cluster:
                 cluster.endpoints[obj.meta.key] = obj
             elif isinstance(obj, EndpointSlice):
                 cluster.slices[obj.meta.key] = obj
+            elif isinstance(obj, (Ingress, IngressClass, Secret)):
+                cluster._restore_ingress_kind(obj, doc)
             else:
                 obj.spec.node_name = doc["spec"].get("nodeName", "")
                 obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
@@ -397,7 +429,7 @@ def to_manifest(obj: Obj) -> dict:
     doc = copy.deepcopy(obj.meta.raw) or {"apiVersion": "v1", "kind": obj.kind}
     md = doc.setdefault("metadata", {})
     md["name"] = obj.meta.name
-    if obj.kind != "Namespace":
+    if obj.kind not in ("Namespace", "IngressClass"):
         md["namespace"] = obj.meta.namespace
     ann = md.setdefault("annotations", {}) or {}
     md["annotations"] = ann
@@ -412,6 +444,8 @@ def to_manifest(obj: Obj) -> dict:
         from .services import fill_service_manifest
         ann["netlab/created"] = repr(obj.created)
         fill_service_manifest(obj, doc)
+    elif isinstance(obj, Ingress):
+        ann["netlab/created"] = repr(obj.created)     # the oldest Ingress wins a shared path
     elif isinstance(obj, ReplicationController):
         # `scale` changes the count, not the manifest as written: the count is what persists.
         doc.setdefault("spec", {})["replicas"] = obj.replicas

@@ -15,7 +15,7 @@ PROXY_MODES = ("iptables", "userspace")
 # address of a pod that exists in that namespace, disabled none.
 DNS_POD_MODES = ("insecure", "verified", "disabled")
 LAB_API_VERSIONS = ("netlab/v1",)
-SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network", "calico")
+SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network", "calico", "ingress")
 # spec.calico: what calico-node's BGPConfiguration, IPPool and Node resources say on a real cluster.
 CALICO_FIELDS = ("asNumber", "blockSize", "routeReflectors", "ipipMode", "bgpHoldTime")
 IPIP_MODES = ("Never", "Always", "CrossSubnet")
@@ -53,6 +53,7 @@ class LabConfig:
     proxy_mode: str = "iptables"
     dns: bool = True                  # the kube-dns add-on (kubedns + dnsmasq in kube-system)
     dns_pods: str = "insecure"        # pod A records: insecure | verified | disabled
+    ingress: "bool | None" = None     # the ingress-nginx add-on; None: with the lab's first Ingress
     cluster_cidr: str = "10.244.0.0/16"
     node_prefix: int = 24
     service_cidr: str = "10.96.0.0/12"
@@ -75,7 +76,7 @@ class LabConfig:
             "spec": {
                 "nodes": [{"name": n.name, "labels": n.labels} for n in self.nodes],
                 "backend": self.backend, "proxyMode": self.proxy_mode, "dns": self.dns,
-                "dnsPods": self.dns_pods,
+                "dnsPods": self.dns_pods, **({"ingress": self.ingress} if self.ingress is not None else {}),
                 "network": {
                     "clusterCIDR": self.cluster_cidr, "nodeSubnetPrefix": self.node_prefix,
                     "serviceCIDR": self.service_cidr, "dnsServiceIP": self.dns_ip,
@@ -172,6 +173,9 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     dns_pods = spec.get("dnsPods", "insecure")
     if dns_pods not in DNS_POD_MODES:
         raise _err(file, "spec.dnsPods", f"supported values: {', '.join(DNS_POD_MODES)}", dns_pods)
+    ingress = spec.get("ingress")
+    if ingress is not None and not isinstance(ingress, bool):
+        raise _err(file, "spec.ingress", "must be true or false", ingress)
     net = spec.get("network") or {}
     if not isinstance(net, dict):
         raise _err(file, "spec.network", "must be a mapping")
@@ -183,6 +187,7 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
             raise _err(file, f"spec.network.{key}", f"unknown field (known: {', '.join(sorted(known))})")
     cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, dns=dns,
                     dns_pods=dns_pods, source=file)
+    cfg.ingress = ingress
     p = "spec.network."
     cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")
     if cluster.prefixlen > 28:

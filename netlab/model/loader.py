@@ -230,6 +230,11 @@ def load_lab(path: str | Path, *, name: str | None = None, nodes: int | None = N
     if cfg.dns and addons:
         from .addons import ADDON_SOURCE, kube_dns
         objects = [parse_object(doc, ADDON_SOURCE) for doc in kube_dns(cfg)] + objects
+    if addons:
+        from .addons import INGRESS_NAMESPACE, INGRESS_SOURCE, ingress_nginx, wants_ingress
+        if wants_ingress(cfg, objects):
+            own_ns = any(o.kind == "Namespace" and o.meta.name == INGRESS_NAMESPACE for o in objects)
+            objects = objects + [parse_object(doc, INGRESS_SOURCE) for doc in ingress_nginx(cfg, own_ns)]
     cluster.admit(objects)
     return cluster
 

@@ -839,6 +839,14 @@ PARSERS = {"Namespace": parse_namespace, "Pod": parse_pod,
            "Endpoints": parse_endpoints, "EndpointSlice": parse_endpoint_slice}
 
 
+# Ingress, IngressClass and Secret: model/ingress.py (the ingress controller's objects).
+from . import ingress as _ingress  # noqa: E402  (it imports this module's helpers)
+
+PARSERS.update(_ingress.PARSERS)
+KINDS.update({kind: versions[0] for kind, versions in _ingress.API_VERSIONS.items()})
+OTHER_API_VERSIONS = {kind: versions[1:] for kind, versions in _ingress.API_VERSIONS.items()}
+
+
 def describe_obj(doc: Any) -> str:
     """'Kind/name' for error messages: what the document says, when it says it as text."""
     if not isinstance(doc, dict):
@@ -865,7 +873,7 @@ def parse_object(doc: Any, file: str, index: int = 0):
         raise w.err("kind", f"unknown kind (netlab knows {', '.join(sorted(PARSERS))})", kind)
     if api is None or api == "":
         raise w.err("apiVersion", "Required value")
-    if api != KINDS[kind]:
+    if api != KINDS[kind] and api not in OTHER_API_VERSIONS.get(kind, ()):
         raise w.err("apiVersion", f"{kind} is served as apiVersion {KINDS[kind]!r}", api)
     unknown = find_unknown(doc, KIND_SCHEMAS[kind])
     if unknown:

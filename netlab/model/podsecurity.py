@@ -299,4 +299,7 @@ def for_pod(pod, lab: str = "") -> PodSecurity:
     if lab and pod.meta.source == ADDON_SOURCE:
         sec = PodSecurity(sec.volumes, sec.containers, sec.fs_group,
                           host_paths=(posixpath.dirname(records_path(lab)),))
+    from .addons import INGRESS_SOURCE, ingress_dir
+    if lab and pod.meta.source == INGRESS_SOURCE:     # the controller reads its rendered config
+        sec = PodSecurity(sec.volumes, sec.containers, sec.fs_group, host_paths=(ingress_dir(lab),))
     return sec

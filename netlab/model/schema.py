@@ -150,3 +150,30 @@ def unknown_field_message(path: str, known: list[str]) -> str:
     close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.75) if len(leaf) < 100 else []
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     return f'unknown field "{path}"{hint}'
+
+# networking.k8s.io/v1 Ingress and IngressClass, the v1beta1 Ingress (extensions/v1beta1 and
+# networking.k8s.io/v1beta1: serviceName/servicePort, spec.backend), v1 Secret. An Ingress's
+# spec is checked against its own version's table (model/ingress.py), after this first pass.
+INGRESS_TLS = fields("hosts", "secretName")
+TYPED_LOCAL_OBJECT_REF = fields("apiGroup", "kind", "name")
+INGRESS_BACKEND_V1 = fields(service=fields("name", port=fields("name", "number")),
+                            resource=TYPED_LOCAL_OBJECT_REF)
+INGRESS_BACKEND_V1BETA1 = fields("serviceName", "servicePort", resource=TYPED_LOCAL_OBJECT_REF)
+
+
+def _ingress(backend: dict, default_key: str) -> dict:
+    path = fields("path", "pathType", backend=backend)
+    rule = fields("host", http=fields(paths=Each(path)))
+    return _object(fields("ingressClassName", rules=Each(rule), tls=Each(INGRESS_TLS),
+                          **{default_key: backend}))
+
+
+INGRESS_SCHEMAS = {"networking.k8s.io/v1": _ingress(INGRESS_BACKEND_V1, "defaultBackend"),
+                   "extensions/v1beta1": _ingress(INGRESS_BACKEND_V1BETA1, "backend"),
+                   "networking.k8s.io/v1beta1": _ingress(INGRESS_BACKEND_V1BETA1, "backend")}
+KIND_SCHEMAS.update({
+    "Ingress": _object(ANY),
+    "IngressClass": fields("apiVersion", "kind", metadata=OBJECT_META, spec=fields(
+        "controller", parameters=fields("apiGroup", "kind", "name", "namespace", "scope"))),
+    "Secret": fields("apiVersion", "data", "immutable", "kind", "stringData", "type", metadata=OBJECT_META),
+})

@@ -460,7 +460,7 @@ class Agent:
             return
         from ..dataplane import sync
         try:
-            sync(self.cluster, ready, self.proxies)
+            sync(self.cluster, ready, self.proxies, self.pids_of)
         except Exception as exc:  # keep supervising; the next round retries
             print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
             return
@@ -576,6 +576,8 @@ class Agent:
         if self.cluster.config.dns:      # the kube-dns pod mounts it: it must exist first
             from ..model.addons import records_path
             os.makedirs(os.path.dirname(records_path(self.lab)), mode=0o700, exist_ok=True)
+        from . import ingress           # and the ingress controller's configuration, to start with
+        ingress.sync(self.cluster, {})
         if defer_sync:          # `up` is still wiring pods; it says which as batches are ready
             self.wired = set()
         self.sync_pods()

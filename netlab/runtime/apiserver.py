@@ -227,3 +227,64 @@ def sync(agent, m, req):
 def stop(agent, m, req):
     agent.running = False
     return 200, ok_status("stopping")
+
+
+# ---------------------------------------------------------------------- Ingress, IngressClass, Secret
+
+_NET = r"/apis/networking\.k8s\.io/v1"
+_INGRESS_KINDS = {"ingresses": ("Ingress", "ingresses"), "ingressclasses": ("IngressClass", "ingress_classes"),
+                  "secrets": ("Secret", "secrets")}
+
+
+def _ingress_view(obj, cluster) -> dict:
+    """An Ingress with status.loadBalancer filled in, as ingress-nginx publishes its Service's
+    address on the Ingresses it serves."""
+    doc = to_manifest(obj)
+    if obj.kind == "Ingress":
+        from .ingress import ingress_address
+        ip = ingress_address(cluster, obj)
+        if ip:
+            doc["status"] = {"loadBalancer": {"ingress": [{"ip": ip}]}}
+    return doc
+
+
+@route("GET", _NET + r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>ingresses)(?:/" + _NAME + ")?")
+@route("GET", r"/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>secrets)(?:/" + _NAME + ")?")
+@route("GET", _NET + r"/(?P<res>ingressclasses)(?:/" + _NAME + ")?")
+def get_ingress_kinds(agent, m, req):
+    kind, attr = _INGRESS_KINDS[m["res"]]
+    ns = m.groupdict().get("ns")
+    objs = [o for o in getattr(agent.cluster, attr).values() if ns is None or o.meta.namespace == ns]
+    if m["name"]:
+        objs = [o for o in objs if o.meta.name == m["name"]]
+        if not objs:
+            raise NotFoundError(f'{m["res"]} "{m["name"]}" not found')
+        return 200, _ingress_view(objs[0], agent.cluster)
+    listing = _listing(kind, [_ingress_view(o, agent.cluster) for o in objs])
+    listing["apiVersion"] = "v1" if kind == "Secret" else "networking.k8s.io/v1"
+    return 200, listing
+
+
+@route("DELETE", _NET + r"/namespaces/(?P<ns>[^/]+)/(?P<res>ingresses)/" + _NAME)
+@route("DELETE", r"/api/v1/namespaces/(?P<ns>[^/]+)/(?P<res>secrets)/" + _NAME)
+@route("DELETE", _NET + r"/(?P<res>ingressclasses)/" + _NAME)
+def delete_ingress_kind(agent, m, req):
+    lines = agent.delete(m["res"], m["name"], m.groupdict().get("ns") or "")
+    return 200, ok_status(lines[0], name=m["name"], kind=m["res"])
+
+
+@route("POST", _NET + r"/namespaces/(?P<ns>[^/]+)/(?P<res>ingresses)")
+@route("POST", r"/api/v1/namespaces/(?P<ns>[^/]+)/(?P<res>secrets)")
+@route("POST", _NET + r"/(?P<res>ingressclasses)")
+def create_ingress_kind(agent, m, req):
+    obj = _object_of(req.body, "request")
+    kind, attr = _INGRESS_KINDS[m["res"]]
+    if obj.kind != kind:
+        raise InvalidError(f"must be {kind} on this path", value=obj.kind, field="kind")
+    if kind != "IngressClass" and obj.meta.namespace != m["ns"]:
+        raise ApiError(400, "BadRequest", f'the namespace of the object ({obj.meta.namespace}) does not '
+                                          f'match the namespace on the request ({m["ns"]})')
+    agent.apply([obj], mode="create")
+    stored = getattr(agent.cluster, attr)[obj.meta.name if kind == "IngressClass" else obj.meta.key]
+    return 201, _ingress_view(stored, agent.cluster)
+

@@ -96,12 +96,14 @@ def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet) -> None:
     try:
         with Builder() as builder:
             add_pod_network(cluster, added, builder)
-        dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies)
+        dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies,
+                       getattr(kubelet, "pids_of", None))
     except BaseException:
         remove_pod_network(cluster, added)
         cluster.restore(snapshot)
         try:
-            dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies)
+            dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies,
+                           getattr(kubelet, "pids_of", None))
         except Exception:       # the original error is the one to report
             pass
         raise
@@ -153,12 +155,15 @@ def _scale_to(cluster: Cluster, rc: ReplicationController) -> None:
 def _exists(cluster: Cluster, obj) -> bool:
     if obj.kind == "Namespace":
         return obj.meta.name in cluster.namespaces
+    if obj.kind == "IngressClass":
+        return obj.meta.name in cluster.ingress_classes
     return obj.meta.key in _store(cluster, obj.kind)
 
 
 def _store(cluster: Cluster, kind: str) -> dict:
     return {"Service": cluster.services, "ReplicationController": cluster.rcs, "Pod": cluster.pods,
-            "Endpoints": cluster.endpoints, "EndpointSlice": cluster.slices}[kind]
+            "Endpoints": cluster.endpoints, "EndpointSlice": cluster.slices,
+            "Ingress": cluster.ingresses, "Secret": cluster.secrets}[kind]
 
 
 def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply") -> list[str]:
@@ -186,14 +191,42 @@ def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply"
             elif obj.kind in ("Endpoints", "EndpointSlice"):
                 _store(cluster, obj.kind)[obj.meta.key] = obj
                 results.append(f"{kind}/{obj.meta.name} configured")
+            elif obj.kind in ("Ingress", "Secret", "IngressClass"):
+                results.append(_replace_ingress_kind(cluster, obj))
             elif isinstance(obj, Pod):
                 raise InvalidError("a pod's spec is immutable here: delete the pod and apply it again",
                                    file=obj.meta.source, obj=f"Pod/{obj.meta.name}", field="spec")
             else:
                 results.append(f"{kind}/{obj.meta.name} unchanged")
-        cluster.admit(fresh)
+        cluster.admit(_with_ingress_addon(cluster, fresh))
         return results + [f"{o.kind.lower()}/{o.meta.name} created" for o in fresh]
     return _changing(cluster, kubelet, change)
+
+
+def _replace_ingress_kind(cluster: Cluster, obj) -> str:
+    """kubectl apply on an existing Ingress, Secret or IngressClass: the new one replaces it
+    (an Ingress keeps its age, which decides who keeps a path that two Ingresses claim)."""
+    if obj.kind == "IngressClass":
+        cluster.ingress_classes[obj.meta.name] = obj
+    else:
+        store = _store(cluster, obj.kind)
+        obj.created = store[obj.meta.key].created if obj.kind == "Ingress" else 0.0
+        store[obj.meta.key] = obj
+    return f"{obj.kind.lower()}.networking.k8s.io/{obj.meta.name} configured" if obj.kind != "Secret" \
+        else f"secret/{obj.meta.name} configured"
+
+
+def _with_ingress_addon(cluster: Cluster, fresh: list) -> list:
+    """The first Ingress of a lab brings the ingress-nginx add-on (unless lab.yaml says
+    `ingress: false`), as installing the controller would."""
+    from ..model.addons import INGRESS_NAMESPACE, INGRESS_SOURCE, ingress_nginx, wants_ingress
+    from ..model.objects import parse_object
+    from . import ingress
+    if not wants_ingress(cluster.config, fresh, present=ingress.enabled(cluster)):
+        return fresh
+    own_ns = INGRESS_NAMESPACE in cluster.namespaces or any(
+        o.kind == "Namespace" and o.meta.name == INGRESS_NAMESPACE for o in fresh)
+    return fresh + [parse_object(doc, INGRESS_SOURCE) for doc in ingress_nginx(cluster.config, own_ns)]
 
 
 def scale(cluster: Cluster, name: str, namespace: str, replicas: int, kubelet: Kubelet) -> str:
@@ -224,6 +257,8 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
             cluster.service(name, namespace)
             cluster.remove_service(f"{namespace}/{name}")
             return [f'service "{name}" deleted']
+        if kind in ("ingresses", "secrets", "ingressclasses"):
+            return [_delete_ingress_kind(cluster, kind, name, namespace)]
         if kind == "endpoints":
             if cluster.endpoints.pop(f"{namespace}/{name}", None) is None:
                 raise NotFoundError(f'endpoints "{name}" not found in namespace "{namespace}"')
@@ -253,13 +288,25 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
                 cluster.remove_service(key)
             for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
                 del cluster.rcs[key]
-            for store in (cluster.endpoints, cluster.slices):
+            for store in (cluster.endpoints, cluster.slices, cluster.ingresses, cluster.secrets):
                 for key in [k for k in store if k.startswith(name + "/")]:
                     del store[key]
             del cluster.namespaces[name]
             return [f'namespace "{name}" deleted']
         raise LabError(f"cannot delete {kind}")
     return _changing(cluster, kubelet, change)
+
+
+def _delete_ingress_kind(cluster: Cluster, kind: str, name: str, namespace: str) -> str:
+    if kind == "ingressclasses":
+        store, key, what = cluster.ingress_classes, name, "ingressclass.networking.k8s.io"
+    else:
+        store, key = (cluster.ingresses if kind == "ingresses" else cluster.secrets), f"{namespace}/{name}"
+        what = "ingress.networking.k8s.io" if kind == "ingresses" else "secret"
+    if store.pop(key, None) is None:
+        where = "" if kind == "ingressclasses" else f' in namespace "{namespace}"'
+        raise NotFoundError(f'{kind} "{name}" not found{where}')
+    return f'{what} "{name}" deleted'
 
 
 def evict_node(cluster: Cluster, node: str, kubelet: Kubelet) -> list[str]:

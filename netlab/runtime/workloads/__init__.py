@@ -17,7 +17,7 @@ __all__ = ["BUILTIN", "describe", "redis_server_path", "resolve", "run_builtin"]
 
 # workload name -> module that provides main(args: list[str]) -> int
 _MODULES = {"netexec": "netexec", "guestbook": "guestbook", "pause": "pause",
-            "kubedns": "kubedns", "dnsmasq": "dnsmasq"}
+            "kubedns": "kubedns", "dnsmasq": "dnsmasq", "echoserver": "echoserver"}
 
 
 def run_builtin(argv: list[str]) -> int:

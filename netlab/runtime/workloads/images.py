@@ -45,6 +45,8 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str],
         return [BUILTIN, "guestbook", *_guestbook_flags(ports, env), *args]
     if kind in ("pause", "kubedns", "dnsmasq"):
         return [BUILTIN, kind, *args]
+    if kind == "echoserver":
+        return [BUILTIN, "echoserver", *_port_flags([p for p in ports if p[1].upper() == "TCP"]), *args]
     return [BUILTIN, "netexec", *_port_flags(ports), *args]
 
 
@@ -63,6 +65,7 @@ def describe(image: str, command: Sequence[str] = (), args: Sequence[str] = ()) 
         "pause": "netlab pause (holds until SIGTERM)",
         "kubedns": "netlab kubedns (cluster DNS records on 0.0.0.0:10053, as kube-dns binds)",
         "dnsmasq": "dnsmasq (real, caching in front of kubedns)",
+        "echoserver": "netlab echoserver (echoes each request: path, headers, client address)",
     }.get(kind, "netlab netexec test server")
 
 
@@ -81,6 +84,8 @@ def _kind(image: str) -> str:
         return "kubedns"
     if base.startswith("k8s-dns-dnsmasq"):
         return "dnsmasq"
+    if base.startswith("echoserver"):
+        return "echoserver"
     if base in _SHELL_IMAGES:
         return "shell"
     return "netexec"
