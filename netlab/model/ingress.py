@@ -136,7 +136,7 @@ def check_host(host: str) -> Optional[str]:
     if re.fullmatch(r"[0-9.]+", name):
         return "must be a DNS name, not an IP address"
     problem = check_dns_subdomain(name)
-    if problem and host.startswith("*"):
+    if problem and "*" in host:
         return "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain"
     return problem
 

@@ -14,7 +14,8 @@ template/template.go and nginx.tmpl), re-done here rather than copied:
 - Paths: Exact is `location = /p`; Prefix `/p` is `location /p/` plus `location = /p` (unless
   an Exact /p exists), so /p and /p/x match and /px does not; ImplementationSpecific is
   nginx's own prefix match `location /p`. nginx picks an exact match first, else the longest
-  prefix: the Ingress spec's precedence. Locations are listed longest path first.
+  prefix: the Ingress spec's precedence. Locations are listed in reverse lexical order,
+  as ingress-nginx sorts them.
 - Every server's `location /`, when no rule claims it, goes to the default backend: the
   Ingress's own defaultBackend (spec.backend in v1beta1) for its hosts, the oldest Ingress's
   defaultBackend for the catch-all, else the controller's built-in one: 404
@@ -334,6 +335,7 @@ def _server(server: Server, ssl: str) -> list[str]:
         out += ["        if ($scheme = http) {",
                 "            return 308 https://$host$request_uri;",
                 "        }"]
+    # Reverse lexical order, as ingress-nginx sorts them (nginx itself picks by match, not order).
     locations = sorted(server.locations.values(), key=lambda l: (l.path, l.exact), reverse=True)
     if (False, "/") not in server.locations:
         locations.append(server.root or Location("/", False, "", "Prefix", "/", None))
@@ -364,3 +366,65 @@ def _location(loc: Location) -> list[str]:
                 f"            proxy_pass http://{up.name};"]
     out.append("        }")
     return out
+
+
+# ---------------------------------------------------------------------- the spec, for verify
+
+@dataclass
+class Route:
+    """Where a request should go, worked out from the Ingress objects by the matching rules
+    (not from nginx.conf): verify compares it with what nginx did."""
+    upstream: str              # the upstream's name; DEFAULT_UPSTREAM for the built-in 404
+    status: int                # 200 through an upstream, 404 default backend, 503 unservable
+    ingress: str = ""          # the Ingress (ns/name) whose rule or defaultBackend matched
+    rule: str = ""             # "host path (type)" of the matching rule, or why none did
+
+    def __str__(self) -> str:
+        return f"{self.upstream} ({self.rule or 'default backend'})"
+
+
+def _route_to(cluster, eps, ing: Ingress, backend: IngressBackend, rule: str) -> Route:
+    up = resolve_backend(cluster, ing.meta.namespace, backend, eps)
+    if up.error or not up.servers:
+        return Route(up.name or "-", 503, ing.meta.key, rule)
+    return Route(up.name, 200, ing.meta.key, rule)
+
+
+def expected_route(cluster, eps: dict, host: str, path: str) -> Route:
+    """The Ingress spec's matching, as ingress-nginx reads it: the rules of the exact host,
+    else of a one-label wildcard, else those without a host (the catch-all); among their paths
+    an exact match (Exact, or a Prefix path itself) first, else the longest matching prefix
+    (Prefix element-wise, ImplementationSpecific as a plain string prefix); the oldest Ingress
+    wins a tie; no match: the defaultBackend of the host's oldest Ingress that has one, else
+    the controller's 404."""
+    served = ingresses_served(cluster)
+    rules = ([(i, r) for i in served for r in i.rules if r.host == host]
+             or [(i, r) for i in served for r in i.rules if r.host.startswith("*.") and host_matches(r.host, host)])
+    catch_all = not rules
+    if catch_all:
+        rules = [(i, r) for i in served for r in i.rules if not r.host]
+    exact, prefix = [], []
+    for order, (ing, rule) in enumerate(rules):
+        for p in rule.paths:
+            label = f"{rule.host or '*'} {p.path} ({p.path_type})"
+            if p.path_type == "Exact":
+                if path == p.path:
+                    exact.append((0, order, ing, p, label))
+                continue
+            if p.path_type == "Prefix" and p.path != "/":
+                loc = p.path if p.path.endswith("/") else p.path + "/"
+                if path == p.path:
+                    exact.append((1, order, ing, p, label))
+                    continue
+            else:
+                loc = p.path
+            if path.startswith(loc):
+                prefix.append((-len(loc), order, ing, p, label))
+    best = min(exact, key=lambda c: c[:2], default=None) or min(prefix, key=lambda c: c[:2], default=None)
+    if best is not None:
+        return _route_to(cluster, eps, best[2], best[3].backend, best[4])
+    owners = served if catch_all else [i for i, _ in rules]
+    for ing in owners:
+        if ing.default_backend is not None:
+            return _route_to(cluster, eps, ing, ing.default_backend, f"defaultBackend of {ing.meta.key}")
+    return Route(DEFAULT_UPSTREAM, 404, "", "no rule matches")

@@ -17,7 +17,7 @@ from ..model.errors import InvalidError
 from .lab import LabView
 from .result import SOCKET, CheckResult, Evidence, Kind, Status
 
-_MODULES = ("pods", "overlay", "calico", "services", "outside", "discovery", "controllers")
+_MODULES = ("pods", "overlay", "calico", "services", "outside", "ingress", "discovery", "controllers")
 _REGISTRY: list["Check"] = []
 
 
