@@ -528,28 +528,13 @@ class Agent:
                 "EndpointSlice": self.cluster.slices}[obj.kind][obj.meta.key]
 
     def object_view(self, obj) -> dict:
-        doc = to_manifest(obj)
-        if isinstance(obj, Pod):
-            run = self.pods.get(obj.meta.key)
-            st = self.pod_status(run) if run else {"phase": "Pending", "containers": []}
-            node = self.cluster.node(obj.spec.node_name)
-            doc["status"] = {"phase": st["phase"], "podIP": obj.pod_ip, "podIPs": [{"ip": obj.pod_ip}],
-                             "hostIP": node.internal_ip,
-                             "conditions": [{"type": "Ready", "status": "True" if st.get("ready") else "False"}],
-                             "containerStatuses": [
-                                 {"name": c["name"], "ready": c["ready"], "restartCount": c["restartCount"],
-                                  "state": {c["state"].lower(): {"reason": c["reason"]} if c["reason"] else {}}}
-                                 for c in st["containers"]]}
-        return doc
+        """The object as the API serves it (runtime/kubeobjects.py: full v1 metadata and status)."""
+        from .kuberoutes import state as kube_state
+        return kube_state(self)[0].of(obj)
 
     def node_object(self, node) -> dict:
-        ready = node.name not in self.cluster.not_ready and node.name not in self.faults["nodes"]
-        return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": node.labels},
-                "spec": {"podCIDR": node.pod_cidr},
-                "status": {"addresses": [{"type": "InternalIP", "address": node.internal_ip},
-                                         {"type": "Hostname", "address": node.name}],
-                           "conditions": [{"type": "Ready", "status": "True" if ready else "Unknown",
-                                           "reason": "KubeletReady" if ready else "NodeStatusUnknown"}]}}
+        from .kuberoutes import state as kube_state
+        return kube_state(self)[0].node(node)
 
     # ---------------------------------------------------------------- loop
 

@@ -7,7 +7,7 @@ One request per connection (`Connection: close`), which keeps the agent's loop s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,9 +16,11 @@ from ..model.errors import InvalidError, LabError, NotFoundError, StateError
 MAX_HEADER = 16 << 10
 MAX_BODY = 16 << 20           # a request larger than this is refused, not buffered
 
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 413: "Request Entity Too Large",
-           422: "Unprocessable Entity", 500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
+           410: "Gone", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+           422: "Unprocessable Entity", 500: "Internal Server Error", 501: "Not Implemented",
+           503: "Service Unavailable"}
 
 
 class ApiError(LabError):
@@ -39,6 +41,15 @@ class Request:
     path: str
     query: dict[str, str]
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)   # lower-case names (Accept, Content-Type)
+
+
+@dataclass
+class Raw:
+    """A response body that is not JSON (a pod's log, a protobuf document)."""
+    data: bytes
+    content_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def parse_request(buf: bytes) -> Optional[Request]:
@@ -76,7 +87,7 @@ def parse_request(buf: bytes) -> Optional[Request]:
             raise ApiError(400, "BadRequest", f"body is not JSON: {exc}") from None
     url = urlsplit(target)
     query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-    return Request(method.upper(), url.path.rstrip("/") or "/", query, body)
+    return Request(method.upper(), url.path.rstrip("/") or "/", query, body, headers)
 
 
 def encode_request(method: str, path: str, body: Any = None) -> bytes:
@@ -87,8 +98,12 @@ def encode_request(method: str, path: str, body: Any = None) -> bytes:
 
 
 def encode_response(code: int, body: Any) -> bytes:
-    data = json.dumps(body, separators=(",", ":")).encode()
-    head = (f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}\r\nContent-Type: application/json\r\n"
+    if isinstance(body, Raw):
+        data, ctype = body.data, body.content_type
+        extra = "".join(f"{k}: {v}\r\n" for k, v in body.headers.items())
+    else:
+        data, ctype, extra = json.dumps(body, separators=(",", ":")).encode(), "application/json", ""
+    head = (f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}\r\nContent-Type: {ctype}\r\n{extra}"
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
     return head.encode() + data
 

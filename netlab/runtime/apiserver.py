@@ -288,3 +288,6 @@ def create_ingress_kind(agent, m, req):
     stored = getattr(agent.cluster, attr)[obj.meta.name if kind == "IngressClass" else obj.meta.key]
     return 201, _ingress_view(stored, agent.cluster)
 
+
+# kubectl's routes (discovery, Tables, watch, patch, logs) go before the ones above.
+from . import kuberoutes  # noqa: E402,F401

@@ -194,8 +194,11 @@ def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply"
             elif obj.kind in ("Ingress", "Secret", "IngressClass"):
                 results.append(_replace_ingress_kind(cluster, obj))
             elif isinstance(obj, Pod):
-                raise InvalidError("a pod's spec is immutable here: delete the pod and apply it again",
-                                   file=obj.meta.source, obj=f"Pod/{obj.meta.name}", field="spec")
+                _update_pod(cluster, obj)
+                results.append(f"pod/{obj.meta.name} configured")
+            elif obj.kind == "Namespace" and obj.meta.name in cluster.namespaces:
+                cluster.namespaces[obj.meta.name] = obj
+                results.append(f"namespace/{obj.meta.name} configured")
             else:
                 results.append(f"{kind}/{obj.meta.name} unchanged")
         cluster.admit(_with_ingress_addon(cluster, fresh))
@@ -227,6 +230,26 @@ def _with_ingress_addon(cluster: Cluster, fresh: list) -> list:
     own_ns = INGRESS_NAMESPACE in cluster.namespaces or any(
         o.kind == "Namespace" and o.meta.name == INGRESS_NAMESPACE for o in fresh)
     return fresh + [parse_object(doc, INGRESS_SOURCE) for doc in ingress_nginx(cluster.config, own_ns)]
+
+
+def _update_pod(cluster: Cluster, new: Pod) -> None:
+    """An update of a pod may change its metadata (labels, annotations: Services follow the
+    labels), not its spec, as the API server allows (kubectl label/annotate, apply)."""
+    old = cluster.pods[new.meta.key]
+    new.spec.node_name = new.spec.node_name or old.spec.node_name
+    if new.spec != old.spec:          # the parsed specs: defaults (protocol TCP, ...) compare equal
+        raise InvalidError("Forbidden: pod updates may not change fields other than metadata "
+                           "(labels, annotations); delete the pod and create it again",
+                           file=new.meta.source, obj=f"Pod/{new.meta.name}", field="spec")
+    raw = copy.deepcopy(old.meta.raw)
+    md = raw.setdefault("metadata", {})
+    for key in ("labels", "annotations"):
+        value = (new.meta.raw.get("metadata") or {}).get(key)
+        if value:
+            md[key] = copy.deepcopy(value)
+        else:
+            md.pop(key, None)
+    old.meta.labels, old.meta.annotations, old.meta.raw = dict(new.meta.labels), dict(new.meta.annotations), raw
 
 
 def scale(cluster: Cluster, name: str, namespace: str, replicas: int, kubelet: Kubelet) -> str:

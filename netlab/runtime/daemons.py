@@ -97,7 +97,8 @@ def spawn(lab: str, spec: DaemonSpec) -> int:
         os.closerange(3, 65536)
         os.setsid()
         from ..kernel import netns as netns_mod
-        netns_mod.enter(spec.netns)
+        if spec.netns:            # "" only for the kubectl listener: see kubeapi_daemons.py
+            netns_mod.enter(spec.netns)
         if spec.argv:
             os.execvp(spec.argv[0], list(spec.argv))
         module, _, function = spec.entry.partition(":")
@@ -159,3 +160,4 @@ from . import internet as _internet  # noqa: E402,F401  (the simulated internet 
 # Daemons defined next to their own code register themselves when imported.
 from . import healthcheck  # noqa: E402,F401
 from . import bird as _bird  # noqa: E402,F401  (backend calico's BGP daemon)
+from . import kubeapi_daemons as _kubeapi  # noqa: E402,F401  (the lab API's HTTPS front-ends)
