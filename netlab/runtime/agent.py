@@ -55,12 +55,14 @@ class ContainerRun:
         """kubelet's container readiness: running, and every readiness probe has passed."""
         return self.state == "Running" and all(p.ok for p in self.probes if p.kind == "readiness")
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "pid": self.pid, "state": self.state, "reason": self.reason,
-                "ready": self.ready,
-                "exitCode": self.exit_code, "restartCount": self.restarts, "startedAt": self.started,
-                "startTicks": self.ticks,
-                "env": self.env}
+    def to_json(self, with_env: bool = True) -> dict:
+        out = {"name": self.name, "pid": self.pid, "state": self.state, "reason": self.reason,
+               "ready": self.ready,
+               "exitCode": self.exit_code, "restartCount": self.restarts, "startedAt": self.started,
+               "startTicks": self.ticks}
+        if with_env:
+            out["env"] = self.env
+        return out
 
 
 @dataclass
@@ -276,8 +278,8 @@ class Agent:
 
     # ---------------------------------------------------------------- status
 
-    def pod_status(self, run: PodRun) -> dict:
-        containers = [c.to_json() for c in run.containers.values()]
+    def pod_status(self, run: PodRun, with_env: bool = True) -> dict:
+        containers = [c.to_json(with_env) for c in run.containers.values()]
         states = [c.state for c in run.containers.values()]
         if not run.holder:
             phase = "Pending" if not states or "Running" not in states else "Unknown"
@@ -466,12 +468,17 @@ class Agent:
             return
         self.published_ready = ready
 
+    def status(self, with_env: bool = True) -> dict:
+        """The live process facts; containers' environments only on request (`exec` wants them,
+        status.json leaves them out: they are most of its size, and it is rewritten often)."""
+        return {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
+                "daemons": {k: run.to_json() for k, run in self.daemons.items()},
+                "pods": {k: self.pod_status(r, with_env) for k, r in self.pods.items()}}
+
     def publish(self) -> dict:
         """Compute the pods' status, bring the data plane in line, then write status.json: a
         client that sees a pod Ready there also finds its endpoints in the rules."""
-        status = {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
-                  "daemons": {k: run.to_json() for k, run in self.daemons.items()},
-                  "pods": {k: self.pod_status(r) for k, r in self.pods.items()}}
+        status = self.status(with_env=False)
         if self.wired is None:              # not while `up` is still wiring
             self.follow_readiness(status)
         state.write_json(state.status_file(self.lab), status, compact=True)
@@ -585,8 +592,11 @@ class Agent:
             self._drop_slow_clients()
             # Re-publish now and then: "serving" changes without any event we would see; often
             # while pods are still coming up, since `up` is waiting for exactly that.
-            interval = 0.1 if self.starting else 1.0
-            if self.dirty or time.monotonic() - last_publish > interval:
+            # A big lab's status.json is megabytes: then it is rewritten at most four times a second.
+            big = len(self.pods) > 200
+            interval = (0.5 if big else 0.1) if self.starting else 1.0
+            since = time.monotonic() - last_publish
+            if (self.dirty and since >= (0.25 if big else 0.0)) or since > interval:
                 self.node_controller()
                 status = self.publish()
                 self.starting = not all(st["serving"] for st in status["pods"].values())

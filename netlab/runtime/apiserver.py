@@ -114,9 +114,48 @@ def get_objects(agent, m, req):
     return 200, _listing(kind, [agent.object_view(o) for o in objs])
 
 
+# ---------------------------------------------------------------------- NetworkPolicy
+
+_NETPOL = r"/apis/networking\.k8s\.io/v1(?:/namespaces/(?P<ns>[^/]+))?/networkpolicies"
+
+
+@route("GET", _NETPOL + "(?:/" + _NAME + ")?")
+def get_network_policies(agent, m, req):
+    objs = sorted((p for p in agent.cluster.policies.values() if m["ns"] is None or p.meta.namespace == m["ns"]),
+                  key=lambda p: p.meta.key)
+    if m["name"]:
+        objs = [p for p in objs if p.meta.name == m["name"]]
+        if not objs:
+            raise NotFoundError(f'networkpolicies.networking.k8s.io "{m["name"]}" not found')
+        return 200, to_manifest(objs[0])
+    listing = _listing("NetworkPolicy", [to_manifest(p) for p in objs])
+    listing["apiVersion"] = "networking.k8s.io/v1"
+    return 200, listing
+
+
+@route("POST", _NETPOL)
+@route("PUT", _NETPOL + "/" + _NAME)
+def write_network_policy(agent, m, req):
+    obj = _object_of(req.body, "request")
+    if obj.kind != "NetworkPolicy":
+        raise InvalidError("must be NetworkPolicy on this path", value=obj.kind, field="kind")
+    if m["ns"] is None or obj.meta.namespace != m["ns"] or (m.groupdict().get("name") or obj.meta.name) != obj.meta.name:
+        raise ApiError(400, "BadRequest", "the namespace and name of the object must match the request's")
+    creating = req.method == "POST"
+    agent.apply([obj], mode="create" if creating else "replace")
+    return (201 if creating else 200), to_manifest(agent.cluster.policies[obj.meta.key])
+
+
+@route("DELETE", _NETPOL + "/" + _NAME)
+def delete_network_policy(agent, m, req):
+    lines = agent.delete("networkpolicies", m["name"], m["ns"] or "default")
+    return 200, ok_status(lines[0], name=m["name"], kind="networkpolicies")
+
+
 @route("GET", r"/apis/netlab.io/v1/status")
 def get_status(agent, m, req):
-    return 200, agent.publish()
+    agent.publish()
+    return 200, agent.status(with_env=True)
 
 
 @route("GET", r"/apis/netlab.io/v1/faults")
@@ -220,7 +259,8 @@ def heal_faults(agent, m, req):
 def sync(agent, m, req):
     body = req.body if isinstance(req.body, dict) else {}
     agent.bootstrap_sync(body.get("wired", "all"))
-    return 200, agent.publish()
+    agent.publish()
+    return 200, ok_status("synced")
 
 
 @route("POST", r"/apis/netlab.io/v1/stop")

@@ -69,7 +69,9 @@ def _settled(lab: str, timeout: float = 30.0) -> dict:
 
 
 def _nat_rules(cluster) -> dict:
-    return {n.name: iptables.save(n.netns, "nat") for n in cluster.nodes}
+    """Each node's nat rules as a sorted list (iptables-save's comment lines carry the time)."""
+    return {n.name: sorted(line for line in iptables.save(n.netns, "nat").splitlines() if not line.startswith("#"))
+            for n in cluster.nodes}
 
 
 def test_parallel_changes_leave_no_orphans(make_lab, tmp_path):
@@ -183,6 +185,9 @@ def test_stopped_agent_is_reported_not_waited_on(make_lab):
     pid = agent_client.agent_pid(lab)
     os.kill(pid, signal.SIGSTOP)
     try:
+        deadline = time.monotonic() + 5        # the signal takes effect when the kernel delivers it
+        while agent_client.agent_state(lab)[0] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert agent_client.agent_state(lab) == ("stopped", pid)
         proc = subprocess.run([*NETLAB, "status", "--lab", lab], capture_output=True, text=True, timeout=30)
         assert proc.returncode != 0 and "stopped" in proc.stdout
