@@ -54,6 +54,8 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
         before = previous.get(node.name, ())
         text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=before, cleanup=cleanup)
         iptables.sync_node(node.netns, text)
+        if cluster.config.backend == "calico":
+            sync_policy(cluster, node)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
         if not cleanup:
             owned[node.name] = sorted(set(owned[node.name]) | set(kubeproxy.stale_chains(before, owned[node.name])))
@@ -70,6 +72,21 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
         write_records(path, build_records(cluster, ready))
     from .runtime import ingress
     ingress.sync(cluster, eps, pids_of)     # nginx.conf from Ingresses and ready endpoints
+
+
+def sync_policy(cluster: Cluster, node) -> None:
+    """Felix's part of a sync: the node's selector ipsets, then its policy chains (with the
+    jumps from FORWARD and INPUT), then the sets nothing uses any more, in that order so no
+    rule ever names a set that does not exist."""
+    from .kernel import ipset
+    from .plan import netpol
+    wanted = netpol.render_node(cluster, node)
+    ipset.restore(node.netns, wanted.ipset_text())
+    iptables.ensure_jumps(node.netns, netpol.jumps())
+    iptables.restore(node.netns, wanted.text(iptables.list_chains(node.netns, "filter")))
+    stale = [s for s in ipset.names(node.netns)
+             if s.startswith((netpol.SET_PREFIX, netpol.TMP_PREFIX)) and s not in wanted.ipsets]
+    ipset.destroy(node.netns, stale)
 
 
 def _sync_userspace(cluster: Cluster, node, eps: dict, previous_ports: dict, proxy: Optional[int]) -> dict:

@@ -161,6 +161,14 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
                 not_ready = wait_for_started(cluster, wait, progress)
                 if report is not None:
                     report["notReady"] = not_ready
+            if cluster.config.backend == "calico" and len(cluster.nodes) > 1:
+                # Pods answer before BIRD has taught every node the others' blocks: `up`
+                # returns when cross-node routes exist, as a calico-node reports ready.
+                from .runtime.bird import wait_converged
+                progress("BGP routes", 0, 1)
+                missing = wait_converged(cluster, min(wait, 30.0))
+                if report is not None and missing:
+                    report["bgp"] = f"{len(missing)} routes not learned yet ({', '.join(missing[:3])})"
         timings.record("pods", t)
     except BaseException as exc:
         if owner is not None:
@@ -493,6 +501,9 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
         group = "/api/v1" if kind == "secrets" else "/apis/networking.k8s.io/v1"
         where = "" if kind == "ingressclasses" else f"/namespaces/{quote(namespace, safe='')}"
         path = f"{group}{where}/{kind}/{quote(name, safe='')}"
+    elif kind == "networkpolicies":
+        path = (f"/apis/networking.k8s.io/v1/namespaces/{quote(namespace, safe='')}/networkpolicies/"
+                f"{quote(name, safe='')}")
     else:
         raise StateError(f"cannot delete {kind}")
     return [agent_client.call(lab, "DELETE", path)["message"]]

@@ -21,6 +21,8 @@ RESOURCES = {
     "ingressclasses": "ingressclasses", "ingressclass": "ingressclasses",
     "secrets": "secrets", "secret": "secrets",
 }
+from . import netpol_view  # noqa: E402
+RESOURCES.update(netpol_view.RESOURCES)
 
 
 def _resource(kind: str) -> str:
@@ -117,6 +119,12 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
             headers += ["BACKEND", "PODS", "NETNS"]
             rows = [r + [cluster.config.backend, len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
         typer.echo(table(headers, rows))
+        return
+    if resource in netpol_view.KINDS:
+        objs = _filter(cluster.policies.values(), namespace, all_namespaces, selector, name)
+        if name and not objs:
+            raise LabError(f'networkpolicies.networking.k8s.io "{name}" not found in namespace "{namespace}"')
+        netpol_view.get(cluster, objs, output, all_namespaces)
         return
     if resource == "namespaces":
         spaces = [ns for ns in cluster.namespaces.values() if not name or ns.meta.name == name]

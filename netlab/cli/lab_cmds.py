@@ -74,6 +74,8 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
                      [[n.name, n.internal_ip, n.pod_cidr, len(cluster.pods_on(n.name))] for n in cluster.nodes]))
     for key, why in sorted(report.get("notReady", {}).items()):
         typer.echo(f"not ready: pod {key}: {why}")
+    if report.get("bgp"):
+        typer.echo(f"BGP not converged: {report['bgp']}; see `netlab verify` (bgp-sessions, bgp-routes)")
     typer.echo(f"\nnext: netlab get pods -o wide | netlab verify | netlab down {cluster.name}")
 
 

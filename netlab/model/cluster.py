@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Union
 from . import names
 from .config import LabConfig, parse_lab
 from .errors import InvalidError, LabError, NotFoundError
+from .netpol import NetworkPolicy
 from .ipam import BlockIPAM, Exhausted, Pool, node_subnet, nth_host
 from .objects import (EndpointSlice, Endpoints, Namespace, Pod, ReplicationController, Service, Meta,
                       parse_object)
@@ -88,6 +89,8 @@ class Cluster:
     seed: Optional[int] = None
     # Nodes the node controller has found NotReady: tainted, so nothing new lands there.
     not_ready: set[str] = field(default_factory=set)
+    # networking.k8s.io/v1 NetworkPolicies (model/netpol.py), enforced by the calico backend.
+    policies: dict[str, NetworkPolicy] = field(default_factory=dict)
 
     def __post_init__(self):
         self._rand = random.Random(self.seed)
@@ -151,7 +154,7 @@ class Cluster:
             self._check_duplicates(objects)
             self.service_alloc.hold(o for o in objects if isinstance(o, Service)
                                     and o.meta.key not in self.services)
-            for obj in sorted(objects, key=lambda o: order[o.kind]):
+            for obj in sorted(objects, key=lambda o: order.get(o.kind, 1)):    # NetworkPolicy: 1
                 added.extend(self._admit_one(obj))
             self.service_alloc.release_holds()
             # Services are admitted before the controllers and pods they select; check their
@@ -202,7 +205,7 @@ class Cluster:
             table[obj.meta.key] = obj
             return [obj]
         table = {Service: self.services, ReplicationController: self.rcs, Pod: self.pods,
-                 Endpoints: self.endpoints, EndpointSlice: self.slices}[type(obj)]
+                 Endpoints: self.endpoints, EndpointSlice: self.slices, NetworkPolicy: self.policies}[type(obj)]
         if obj.meta.key in table:
             raise InvalidError(f"{obj.kind} {obj.meta.key} already exists", **self._where(obj, "metadata.name"))
         if isinstance(obj, Service):
@@ -213,7 +216,9 @@ class Cluster:
         if isinstance(obj, ReplicationController):
             self.rcs[obj.meta.key] = obj
             return [obj] + self.reconcile_rc(obj)
-        if isinstance(obj, (Endpoints, EndpointSlice)):
+        if isinstance(obj, NetworkPolicy):
+            obj.created = obj.created or time.time()
+        if isinstance(obj, (Endpoints, EndpointSlice, NetworkPolicy)):
             table[obj.meta.key] = obj
             return [obj]
         self._place_pod(obj)
@@ -375,6 +380,7 @@ class Cluster:
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
                        + [to_manifest(o) for o in self.pods.values()]
+                       + [to_manifest(o) for o in self.policies.values()]
                        + [to_manifest(o) for o in self.endpoints.values()]
                        + [to_manifest(o) for o in self.slices.values()]
                        + [to_manifest(o) for o in self.ingress_classes.values()]
@@ -403,6 +409,9 @@ class Cluster:
                 cluster.services[obj.meta.key] = obj
             elif isinstance(obj, ReplicationController):
                 cluster.rcs[obj.meta.key] = obj
+            elif isinstance(obj, NetworkPolicy):
+                obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
+                cluster.policies[obj.meta.key] = obj
             elif isinstance(obj, Endpoints):
                 cluster.endpoints[obj.meta.key] = obj
             elif isinstance(obj, EndpointSlice):
@@ -444,6 +453,8 @@ def to_manifest(obj: Obj) -> dict:
         from .services import fill_service_manifest
         ann["netlab/created"] = repr(obj.created)
         fill_service_manifest(obj, doc)
+    elif isinstance(obj, NetworkPolicy):
+        ann["netlab/created"] = repr(obj.created)
     elif isinstance(obj, Ingress):
         ann["netlab/created"] = repr(obj.created)     # the oldest Ingress wins a shared path
     elif isinstance(obj, ReplicationController):

@@ -846,6 +846,9 @@ PARSERS.update(_ingress.PARSERS)
 KINDS.update({kind: versions[0] for kind, versions in _ingress.API_VERSIONS.items()})
 OTHER_API_VERSIONS = {kind: versions[1:] for kind, versions in _ingress.API_VERSIONS.items()}
 
+# NetworkPolicy: model/netpol.py adds its kind to PARSERS and KINDS when imported.
+from . import netpol as _netpol  # noqa: E402,F401  (it imports this module's helpers)
+
 
 def describe_obj(doc: Any) -> str:
     """'Kind/name' for error messages: what the document says, when it says it as text."""

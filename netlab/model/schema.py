@@ -114,6 +114,16 @@ KIND_SCHEMAS = {
                             endpoints=Each(SLICE_ENDPOINT), ports=Each(ENDPOINT_PORT)),
 }
 
+# networking.k8s.io/v1 NetworkPolicy (model/netpol.py).
+LABEL_SELECTOR = fields("matchLabels", matchExpressions=Each(fields("key", "operator", "values")))
+NETWORK_POLICY_PEER = fields(podSelector=LABEL_SELECTOR, namespaceSelector=LABEL_SELECTOR,
+                             ipBlock=fields("cidr", "except"))
+NETWORK_POLICY_PORT = fields("endPort", "port", "protocol")
+KIND_SCHEMAS["NetworkPolicy"] = _object(fields(
+    "policyTypes", podSelector=LABEL_SELECTOR,
+    ingress=Each(fields(ports=Each(NETWORK_POLICY_PORT), **{"from": Each(NETWORK_POLICY_PEER)})),
+    egress=Each(fields(ports=Each(NETWORK_POLICY_PORT), to=Each(NETWORK_POLICY_PEER)))))
+
 LIST = fields("apiVersion", "kind", "items", metadata=LIST_META)
 
 

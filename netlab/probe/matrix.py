@@ -46,6 +46,7 @@ class Cell:
     dst: str
     ok: bool
     seen: str
+    policy: str = ""        # calico labs with NetworkPolicy: "allowed" or "denied" (then ok = dropped)
 
 
 @dataclass
@@ -115,11 +116,17 @@ def run(view: LabView, workers: int = WORKERS, timeout: float = TIMEOUT,
              if cols[(i + k) % len(cols)].key != src.meta.key]
     gates = {col.key: threading.BoundedSemaphore(PER_DESTINATION) for col in cols}
 
+    verdicts = policy_verdicts(view, cols)
+
     def task(src: Pod, col: Column) -> Cell:
         netns.enter(view.netns(src))        # pool threads are ours: they may move between pods
         with gates[col.key]:
             out = probe(col, timeout)
-        return Cell(src.meta.key, col.key, out.ok, out.seen)
+        verdict = verdicts(src, col)
+        if verdict == "denied":             # Felix drops it: the right outcome is no answer
+            return Cell(src.meta.key, col.key, not out.ok and out.seen.startswith("no answer"),
+                        out.seen if out.ok else "denied by NetworkPolicy: " + out.seen, verdict)
+        return Cell(src.meta.key, col.key, out.ok, out.seen, verdict)
 
     result.workers = max(1, min(workers, len(pairs)))
     started = time.perf_counter()
@@ -131,6 +138,29 @@ def run(view: LabView, workers: int = WORKERS, timeout: float = TIMEOUT,
             progress(done, len(futures))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def policy_verdicts(view: LabView, cols: list[Column]) -> Callable[[Pod, Column], str]:
+    """What the lab's NetworkPolicies say of a pair (calico enforces them): "allowed",
+    "denied", or "" (no policy, another backend, or a service whose endpoints differ)."""
+    cluster = view.cluster
+    if not cluster.policies or cluster.config.backend != "calico":
+        return lambda src, col: ""
+    from ..model.netpol import decide
+    by_key = {p.meta.key: p for p in view.pods}
+
+    def verdict(src: Pod, col: Column) -> str:
+        if col.key in by_key:
+            dst = by_key[col.key]
+            proto = "TCP" if col.port else "ICMP"
+            return "allowed" if decide(cluster, src.pod_ip, src, dst.pod_ip, dst, col.port, proto).allowed else "denied"
+        svc_key, _, port = col.key[4:].rpartition(":")
+        svc = cluster.services.get(svc_key)
+        sp = next((p for p in svc.ports if p.port == int(port)), None) if svc else None
+        eps = view.endpoints(svc, sp) if sp else []
+        seen = {decide(cluster, src.pod_ip, src, e.ip, by_key.get(e.pod), e.port).allowed for e in eps}
+        return "" if len(seen) != 1 else ("allowed" if seen.pop() else "denied")
+    return verdict
 
 
 def render(console, m: Matrix, show_failures: int = 20) -> None:
@@ -147,11 +177,15 @@ def render(console, m: Matrix, show_failures: int = 20) -> None:
         row = []
         for col in m.columns:
             cell = m.cells.get((src, col.key))
-            row.append("[dim]·[/]" if cell is None else "[green]✓[/]" if cell.ok else "[red]✗[/]")
+            row.append("[dim]·[/]" if cell is None else "[red]✗[/]" if not cell.ok
+                       else "[yellow]⊘[/]" if cell.policy == "denied" else "[green]✓[/]")
         grid.add_row(src, *row)
     console.print(grid)
     lines = [f"  {i:>3} {col.key} ({col.target})" for i, col in enumerate(m.columns, 1)]
     lines += [f"  note: {note}" for note in m.notes]
+    if any(c.policy for c in m.cells.values()):
+        lines.append("  ⊘ denied by NetworkPolicy, and dropped as Calico drops it (no answer); "
+                     "✓ reached (allowed); ✗ not what the policies say")
     failed = m.failed()
     lines += [f"  ✗ {cell.src} -> {cell.dst}: {cell.seen}" for cell in failed[:show_failures]]
     if len(failed) > show_failures:

@@ -133,3 +133,30 @@ def bird(cluster) -> list[DaemonSpec]:
             "bird", "-f", "-c", str(config_path(cluster.name, n.name)),
             "-s", str(socket_path(cluster.name, n.name)))))
     return specs
+
+
+def missing_routes(cluster) -> list[str]:
+    """The other nodes' blocks some node has no BGP-learned route for yet ("node: block")."""
+    import socket as _socket
+    from ..kernel import netns
+    RTPROT_BIRD = 12
+    missing = []
+    for node in cluster.nodes:
+        with netns.open_netlink(node.netns) as ipr:
+            have = {f"{r.get_attr('RTA_DST')}/{r['dst_len']}" for r in ipr.get_routes(family=_socket.AF_INET)
+                    if r["proto"] == RTPROT_BIRD}
+        missing += [f"{node.name}: {b}" for other in cluster.nodes if other.name != node.name
+                    for b in cluster.ipam.blocks_of(other.name) if b not in have]
+    return missing
+
+
+def wait_converged(cluster, timeout: float) -> list[str]:
+    """Wait until every node has learned every other node's blocks over BGP (bounded);
+    return what is still missing."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = missing_routes(cluster)
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(0.1)

@@ -153,6 +153,8 @@ def _scale_to(cluster: Cluster, rc: ReplicationController) -> None:
 
 
 def _exists(cluster: Cluster, obj) -> bool:
+    if obj.kind == "NetworkPolicy":
+        return obj.meta.key in cluster.policies
     if obj.kind == "Namespace":
         return obj.meta.name in cluster.namespaces
     if obj.kind == "IngressClass":
@@ -188,6 +190,11 @@ def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply"
                 cluster.rcs[obj.meta.key] = obj
                 _scale_to(cluster, obj)
                 results.append(f"replicationcontroller/{obj.meta.name} configured")
+            elif obj.kind == "NetworkPolicy":
+                # Felix follows at once: the sync below rewrites the policy's chains and ipsets.
+                obj.created = cluster.policies[obj.meta.key].created
+                cluster.policies[obj.meta.key] = obj
+                results.append(f"networkpolicy.networking.k8s.io/{obj.meta.name} configured")
             elif obj.kind in ("Endpoints", "EndpointSlice"):
                 _store(cluster, obj.kind)[obj.meta.key] = obj
                 results.append(f"{kind}/{obj.meta.name} configured")
@@ -286,6 +293,10 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
             if cluster.endpoints.pop(f"{namespace}/{name}", None) is None:
                 raise NotFoundError(f'endpoints "{name}" not found in namespace "{namespace}"')
             return [f'endpoints "{name}" deleted']
+        if kind == "networkpolicies":
+            if cluster.policies.pop(f"{namespace}/{name}", None) is None:
+                raise NotFoundError(f'networkpolicies.networking.k8s.io "{name}" not found in namespace "{namespace}"')
+            return [f'networkpolicy.networking.k8s.io "{name}" deleted']
         if kind == "rcs":
             rc = _rc(cluster, name, namespace)
             for pod in cluster.rc_pods(rc):
@@ -311,6 +322,8 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
                 cluster.remove_service(key)
             for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
                 del cluster.rcs[key]
+            for key in [k for k in cluster.policies if k.startswith(name + "/")]:
+                del cluster.policies[key]
             for store in (cluster.endpoints, cluster.slices, cluster.ingresses, cluster.secrets):
                 for key in [k for k in store if k.startswith(name + "/")]:
                     del store[key]

@@ -152,3 +152,71 @@ def bgp_routes(view: LabView, ev: Evidence) -> str:
                         f"via {other.internal_ip} proto bird ({RTPROT_BIRD})")
                 count += 1
     return f"{count} remote blocks learned over BGP on {len(view.cluster.nodes)} nodes"
+
+
+# ---------------------------------------------------------------------- NetworkPolicy
+
+POLICY_TIMEOUT = 1.0
+POLICY_PAIRS_MAX = 400
+POLICY_PARALLEL = 8
+
+
+def _policy_applies(view: LabView) -> bool:
+    return _calico(view) and bool(view.cluster.policies) and any(view.tcp_ports(p) for p in view.pods)
+
+
+def policy_targets(view: LabView) -> list[tuple[Any, Any, str, int, Any]]:
+    """(source pod, destination pod or None, destination ip, port, verdict) for every pod to
+    every declared TCP port of every other pod, and, when an egress policy exists, every pod to
+    the internet host's web server (ipBlock egress rules are about such places)."""
+    from ...model.netpol import decide
+    from ...plan.network import internet_host_ip
+    cluster = view.cluster
+    out = []
+    for dst in view.pods:
+        for port in view.tcp_ports(dst):
+            for src in view.pods:
+                if src is not dst:
+                    out.append((src, dst, dst.pod_ip, port,
+                                decide(cluster, src.pod_ip, src, dst.pod_ip, dst, port, "TCP")))
+    if any("Egress" in p.types for p in cluster.policies.values()):
+        web = internet_host_ip(cluster)
+        for src in view.pods:
+            out.append((src, None, web, 80, decide(cluster, src.pod_ip, src, web, None, 80, "TCP")))
+    return out
+
+
+@check("policy",
+       claim="NetworkPolicy is enforced as Calico's Felix enforces it: a pod that a policy selects "
+             "accepts (sends) only what the union of its policies allows, by pod and namespace "
+             "selectors, ipBlocks and ports; every other connection gets no answer at all (Felix "
+             "drops the SYN: a timeout, neither a reset nor an ICMP error), and pods no policy "
+             "selects are open.",
+       source=f"{DOC003} §5 (基于iptables还提供了丰富而灵活的网络Policy,保证通过各个节点上的ACLs来提供Workload的多租户隔离)",
+       needs="the calico backend, a NetworkPolicy and a pod with a TCP port",
+       applies=_policy_applies, evidence=SOCKET)
+def policy(view: LabView, ev: Evidence) -> str:
+    from concurrent.futures import ThreadPoolExecutor
+    targets = policy_targets(view)
+    if len(targets) > POLICY_PAIRS_MAX:
+        ev.note(f"{len(targets) - POLICY_PAIRS_MAX} of {len(targets)} pairs left out")
+        targets = targets[:POLICY_PAIRS_MAX]
+
+    def one(t):
+        src, dst, ip, port, verdict = t
+        return t, sockets.in_netns(view.netns(src), sockets.attempt_tcp, ip, port, POLICY_TIMEOUT)
+
+    allowed = denied = 0
+    with ThreadPoolExecutor(max_workers=POLICY_PARALLEL) as pool:
+        for (src, dst, ip, port, verdict), out in pool.map(one, targets):
+            where = f"{ip}:{port} ({dst.meta.key if dst is not None else 'internet'})"
+            if verdict.allowed:
+                allowed += 1
+                ev.add(pod_label(src), where, "TCP connect", out.seen,
+                       out.ok or out.seen == "connection refused", f"an answer ({verdict.why})")
+            else:
+                denied += 1
+                ev.add(pod_label(src), where, "TCP connect", out.seen,
+                       not out.ok and out.seen.startswith("no answer"),
+                       f"no answer: dropped ({verdict.why})")
+    return f"{allowed} allowed connections answered, {denied} denied ones dropped"

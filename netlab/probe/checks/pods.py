@@ -178,6 +178,10 @@ def _targets(view: LabView, same_node: bool) -> list[tuple[Pod, Pod, int]]:
     for i, dst in enumerate(view.pods):
         ports = view.tcp_ports(dst)
         peers = [p for p in view.pods if p is not dst and (p.spec.node_name == dst.spec.node_name) == same_node]
+        if ports and view.cluster.policies and view.cluster.config.backend == "calico":
+            # Pairs a NetworkPolicy denies are the `policy` check's: here only allowed ones.
+            from ...model.netpol import decide
+            peers = [p for p in peers if decide(view.cluster, p.pod_ip, p, dst.pod_ip, dst, ports[0]).allowed]
         if ports and peers:
             pairs.append((peers[i % len(peers)], dst, ports[0]))
     return pairs
