@@ -14,10 +14,11 @@ fi
 # run: dnsmasq (kube-dns's cache, and the simulated internet's DNS server), redis-server (the
 # guestbook), iperf3 (throughput); dnsutils gives pods and tests dig, a real DNS client;
 # nginx-light is the ingress controller's nginx (openssl makes its default certificate), wrk
-# loads it in bench/bench_ingress.py.
+# loads it in bench/bench_ingress.py; bird2 is the calico backend's BGP daemon (one BIRD per
+# node) and ipset holds its NetworkPolicy selectors, as Felix's.
 # mininet is only for the benchmarks' comparison runs.
 PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base dnsutils redis-server
-          redis-tools iperf3 tcpdump python3 python3-venv nginx-light openssl wrk)
+          redis-tools iperf3 tcpdump python3 python3-venv nginx-light openssl wrk bird2 ipset)
 BENCH_PACKAGES=(mininet bridge-utils)
 
 missing=()
@@ -40,6 +41,10 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet nginx 2>
 elif [ -x /etc/init.d/nginx ] && [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
   /etc/init.d/nginx stop >/dev/null 2>&1 || true
   command -v update-rc.d >/dev/null 2>&1 && update-rc.d nginx disable >/dev/null 2>&1 || true
+fi
+# And bird2's a host BIRD: netlab runs one per calico node, each in its node's namespace.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet bird 2>/dev/null; then
+  systemctl disable --now bird >/dev/null 2>&1 || true
 fi
 
 PYTHON=${PYTHON:-python3}
