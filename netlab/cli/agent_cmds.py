@@ -32,3 +32,24 @@ def status(lab: Optional[str] = LabOption) -> None:
                 "gone": "gone: `netlab agent restart`"}[how])
     if how != "running":
         raise typer.Exit(1)
+
+
+@app.command()
+def kubeconfig(lab: Optional[str] = LabOption,
+               timeout: float = typer.Option(15.0, "--timeout", help="Seconds to wait for the listener.")) -> None:
+    """Print the path of the lab's kubeconfig, for the real kubectl:
+    KUBECONFIG=$(netlab kubeconfig) kubectl get pods. The lab's API listens on 127.0.0.1
+    (TLS with the lab's own CA, a bearer token); the file is 0600 and root's."""
+    import time
+    from ..model.errors import StateError
+    from ..runtime import agent_client
+    from ..runtime.kubeapi_paths import kubeconfig_path, listening
+    name = lab_name(lab)
+    agent_client.require_agent(name)
+    deadline = time.monotonic() + timeout
+    while not listening(name):
+        if time.monotonic() > deadline:
+            raise StateError(f"the API listener of lab {name} did not come up within {timeout:.0f}s; "
+                             f"see `netlab status --lab {name}` (daemon apiserver/host)")
+        time.sleep(0.05)
+    typer.echo(str(kubeconfig_path(name)))

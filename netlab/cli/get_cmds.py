@@ -91,8 +91,16 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         lab: Optional[str] = LabOption, namespace: str = NamespaceOption,
         all_namespaces: bool = AllNamespacesOption,
         selector: Optional[str] = typer.Option(None, "--selector", "-l", help="Label selector, e.g. name=redis-slave,env!=prod."),
-        output: str = OutputOption) -> None:
-    """Display objects of the lab, like kubectl get."""
+        output: str = OutputOption,
+        show_labels: bool = typer.Option(False, "--show-labels", help="Add a LABELS column."),
+        watch: bool = typer.Option(False, "--watch", "-w", help="After listing, print changes as they happen.")
+        ) -> None:
+    """Display objects of the lab, like kubectl get (-o jsonpath=..., custom-columns=... too)."""
+    from . import kubeget
+    if kubeget.handles(kind, output, show_labels, watch):
+        # The objects as the lab's API serves them to kubectl (cli/kubeget.py).
+        kubeget.get(kind, name, lab, namespace, all_namespaces, selector, output, show_labels, watch)
+        return
     from .. import engine
     from ..model.cluster import to_manifest
     from ..model.errors import LabError

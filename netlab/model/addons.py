@@ -119,3 +119,30 @@ def ingress_nginx(cfg: LabConfig, namespace_exists: bool = False) -> list[dict]:
              "nodePort": INGRESS_NODE_PORTS[name]} for name, port in (("http", 80), ("https", 443))]},
     }
     return ([] if namespace_exists else [ns]) + [ingress_class, service, rc]
+
+
+KUBERNETES_SOURCE = "<addon:kubernetes>"
+API_PORT = 6443          # the in-cluster API endpoint on each node (runtime/kubeapi.py --in-cluster)
+
+
+def kubernetes_service(cfg: LabConfig, nodes) -> list[dict]:
+    """The master Service every cluster has: default/kubernetes at the first address of the
+    service range, port 443 ("https"), without a selector; its Endpoints are the nodes'
+    addresses on port 6443, where the lab's API answers (anonymous reads) in each node."""
+    import ipaddress
+    first = str(ipaddress.ip_network(cfg.service_cidr).network_address + 1)
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": first, "type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": API_PORT}]},
+    }
+    endpoints = {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": n.internal_ip, "nodeName": n.name} for n in nodes],
+                     "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}],
+    }
+    return [service, endpoints]

@@ -235,6 +235,10 @@ def load_lab(path: str | Path, *, name: str | None = None, nodes: int | None = N
         if wants_ingress(cfg, objects):
             own_ns = any(o.kind == "Namespace" and o.meta.name == INGRESS_NAMESPACE for o in objects)
             objects = objects + [parse_object(doc, INGRESS_SOURCE) for doc in ingress_nginx(cfg, own_ns)]
+    if addons and not any(o.kind == "Service" and o.meta.key == "default/kubernetes" for o in objects):
+        # The `kubernetes` Service (issue 10, item 5); a lab that brings its own keeps that one.
+        from .addons import KUBERNETES_SOURCE, kubernetes_service
+        objects = [parse_object(doc, KUBERNETES_SOURCE) for doc in kubernetes_service(cfg, cluster.nodes)] + objects
     cluster.admit(objects)
     return cluster
 

@@ -41,12 +41,7 @@ LOG_POLL = 0.3
 AGENT_TIMEOUT = 120.0
 
 
-def kubeconfig_path(lab: str):
-    return state.lab_dir(lab) / "kubeconfig"
-
-
-def endpoint_file(lab: str):
-    return state.lab_dir(lab) / "kubeapi.json"
+from .kubeapi_paths import endpoint_file, kubeconfig_path  # noqa: E402
 
 
 def status(code: int, reason: str, message: str) -> dict:

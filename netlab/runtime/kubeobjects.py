@@ -252,12 +252,12 @@ class Views:
                 continue
             ns, name = key.split("/", 1)
             for i, e in enumerate(run.events):
-                digest = hashlib.sha256(f"{key}/{i}/{e['time']!r}".encode()).hexdigest()[:16]
+                digest = f"{int(e['time'] * 1e9):x}{i:02x}"
                 ts = timestamp(e["time"])
                 out.append({"apiVersion": "v1", "kind": "Event",
                             "metadata": {"name": f"{name}.{digest}", "namespace": ns,
                                          "creationTimestamp": ts,
-                                         "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, digest))},
+                                         "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{key}/{digest}"))},
                             "involvedObject": {"kind": "Pod", "namespace": ns, "name": name,
                                                "uid": pod.uid, "apiVersion": "v1"},
                             "reason": e["reason"], "message": e["message"], "type": e["type"],
