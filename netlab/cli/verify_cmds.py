@@ -117,6 +117,8 @@ def trace(src: str = typer.Argument(..., help="Source pod (NAME or NAMESPACE/NAM
           output: str = typer.Option("text", "--output", "-o", help="text or json."),
           probe: bool = typer.Option(True, "--probe/--no-probe", help="Confirm with one real connection."),
           lab: Optional[str] = LabOption,
+          ingress: bool = typer.Option(False, "--ingress", help="DST is HOST/PATH: both legs through the "
+                                                                "Ingress controller."),
           ) -> None:
     """Walk a packet from SRC to DST through the lab's live routes, iptables rules and overlay,
     then send one real connection and show which rules' counters moved."""
@@ -130,6 +132,16 @@ def trace(src: str = typer.Argument(..., help="Source pod (NAME or NAMESPACE/NAM
         raise typer.BadParameter("must be text or json", param_hint="--output")
     engine.require_root()
     view = LabView.load(lab_name(lab))
+    if ingress:
+        from ..probe.ingress_trace import trace_ingress
+        said, legs = trace_ingress(view, src, dst, confirm=probe)
+        typer.echo(f"the Ingress rules: {said}")
+        for i, leg in enumerate(legs):
+            typer.echo(f"\nleg {min(i, 1) + 1}: " + ("to the controller" if i == 0 else "from nginx to the backend"))
+            tracer.render(_console(), leg)
+        if probe and not all(leg.confirmed for leg in legs):
+            raise typer.Exit(1)
+        return
     result = tracer.trace(view, src, dst, namespace=namespace, confirm=probe)
     if output == "json":
         typer.echo(json.dumps(result.to_json(), indent=2))

@@ -69,7 +69,8 @@ def cafe(tmp_path_factory):
     shutil.copytree(LABS / "ingress", src)
     name = "t" + uuid.uuid4().hex[:8]
     try:
-        yield engine.up(src, name=name)
+        netlab_cli("up", str(src), "--name", name)               # as the README says, but a name of its own
+        yield engine.load(name)
     finally:
         engine.teardown(name)
         assert not engine.lab_namespaces(name)
@@ -285,3 +286,33 @@ spec: {nodes: 1, dns: false, ingress: false}
 """ + INGRESS)
     assert "ingress-nginx" not in cluster.namespaces and "default/site" in cluster.ingresses
     assert netlab_cli("get", "ingress", "--lab", cluster.name).stdout.splitlines()[1].split()[3] == "80"
+
+
+def test_readme_commands(cafe):
+    """Every command of the README's Ingress section runs (with --lab, in this lab)."""
+    import shlex
+    readme = (LABS.parent / "README.md").read_text()
+    block = readme.split("## Ingress: layer 7")[1].split("```sh\n")[1].split("```")[0]
+    lab = cafe.name
+    pod = next(p.meta.name for p in cafe.pods.values() if p.meta.namespace == "ingress-nginx")
+    lb = cafe.services["ingress-nginx/ingress-nginx-controller"].load_balancer_ips[0]
+    outputs = []
+    for line in block.splitlines():
+        words = shlex.split(line.split("  #")[0].strip())
+        assert words[:2] == ["sudo", "netlab"], line
+        words = words[2:]
+        if words[0] == "up":
+            assert words == ["up", "labs/ingress"]                # the fixture brought it up so
+            continue
+        words = [w.replace("ingress-nginx-controller-x7k2q", pod).replace("/run/netlab/ingress/", f"/run/netlab/{lab}/")
+                 .replace("198.51.100.1", lb) for w in words]
+        at = words.index("--") if "--" in words else len(words)
+        done = netlab_cli(*words[:at], "--lab", lab, *words[at:])
+        outputs.append(done.stdout)
+    text = "\n".join(outputs)
+    assert "Hostname: coffee-" in text and "Hostname: tea-" in text
+    assert "HTTP/1.1 308 Permanent Redirect" in text and "default backend - 404" in text
+    assert "server_name cafe.example.net;" in text and "4 passed, 0 failed" in text
+    # trace --ingress: leg 1 ends in nginx's pod, leg 2 goes from it to each tea pod; all confirmed.
+    assert text.count("leg 2: from nginx to the backend") == 2 and "NOT confirmed" not in text
+    assert f"delivered to pod ingress-nginx/{pod}" in text
