@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Bring-up benchmark: `up` then `down` of a lab with N pods over 3 nodes, seconds per phase.
 
+--cli times the installed command as a user types it instead, and the lab's memory.
 Where Mininet is installed it times `mn --switch lxbr --controller none --topo single,N
 --test none` (N hosts on one Linux bridge, up and down) in the same run, and prints the
 ratio. Run as root:  .venv/bin/python bench/bench_up.py [--pods 10 100 300] [--rounds 3]
@@ -45,6 +46,46 @@ def netlab_round(pods: int, workdir: Path, dns: bool) -> dict[str, float]:
     return phases
 
 
+NETLAB = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "netlab")
+
+
+def cli_round(pods: int, workdir: Path, dns: bool, nodes: int) -> dict[str, float]:
+    """The installed command as a user types it: `netlab up DIR --name N`, then `netlab down N`;
+    the lab's memory (PSS of the agent and every process in its namespaces) while it is up."""
+    lab_dir = workdir / f"cli{pods}"
+    lab_dir.mkdir(exist_ok=True)
+    (lab_dir / "lab.yaml").write_text(replicated_pods(pods, nodes=nodes, dns=dns))
+    name = f"cli{os.getpid()}"
+    start = time.perf_counter()
+    try:
+        subprocess.run([NETLAB, "up", str(lab_dir), "--name", name, "--timeout", "300"], check=True,
+                       capture_output=True, text=True, timeout=900)
+        up = time.perf_counter() - start
+        pss = lab_pss_mb(name)
+    finally:
+        down_start = time.perf_counter()
+        subprocess.run([NETLAB, "down", name], capture_output=True, text=True, timeout=600)
+    end = time.perf_counter()
+    return {"up": up, "down": end - down_start, "total": end - start, "pss MB": pss,
+            "pss/pod MB": pss / pods}
+
+
+def lab_pss_mb(lab: str) -> float:
+    """Proportional set size of the lab's processes: its agent and everything in its namespaces."""
+    from netlab.kernel import netns
+    from netlab.runtime import agent_client
+    inodes = {i for i in (netns.inode(n) for n in engine.lab_namespaces(lab)) if i}
+    pids = set(netns.pids_in(inodes)) | set(agent_client.marked_processes(lab))
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
 def mininet_round(hosts: int) -> float | None:
     if not shutil.which("mn"):
         return None
@@ -65,10 +106,15 @@ def main() -> int:
     parser.add_argument("--no-mininet", action="store_true")
     parser.add_argument("--dns", action="store_true",
                         help="include the kube-dns add-on (one more pod; Mininet has no such thing)")
+    parser.add_argument("--cli", action="store_true",
+                        help="time the installed `netlab up`/`netlab down` commands as typed (and memory)")
+    parser.add_argument("--nodes", type=int, default=3)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 1
+    if args.cli:
+        return cli_main(args)
     print(f"netlab up+down, N pods over 3 nodes{' + kube-dns' if args.dns else ''}, "
           f"median of {args.rounds} rounds (seconds)")
     phases_shown = ["load", "nodes", "pod network", "rules", "agent", "pods", "up", "down", "total"]
@@ -80,6 +126,23 @@ def main() -> int:
             mn = None if args.no_mininet else mininet_round(pods)
             ratio = f"{median['total'] / mn:6.2f}" if mn else "     -"
             print(f"{pods:>5} " + " ".join(f"{median[p]:11.3f}" for p in phases_shown)
+                  + f" {mn if mn else float('nan'):9.2f} {ratio}", flush=True)
+    return 0
+
+
+def cli_main(args) -> int:
+    print(f"`netlab up DIR` + `netlab down NAME` as typed, N pods over {args.nodes} nodes"
+          f"{' + kube-dns' if args.dns else ''}, median of {args.rounds} rounds; Mininet "
+          f"(mn --switch lxbr --controller none --topo single,N --test none) in the same run")
+    shown = ["up", "down", "total", "pss MB", "pss/pod MB"]
+    print(f"{'pods':>5} " + " ".join(f"{p:>11}" for p in shown) + f" {'mininet':>9} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for pods in args.pods:
+            rounds = [cli_round(pods, Path(tmp), args.dns, args.nodes) for _ in range(args.rounds)]
+            median = {p: statistics.median(r[p] for r in rounds) for p in shown}
+            mn = None if args.no_mininet else mininet_round(pods)
+            ratio = f"{median['total'] / mn:6.2f}" if mn else "     -"
+            print(f"{pods:>5} " + " ".join(f"{median[p]:11.3f}" for p in shown)
                   + f" {mn if mn else float('nan'):9.2f} {ratio}", flush=True)
     return 0
 

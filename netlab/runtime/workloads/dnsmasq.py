@@ -22,5 +22,6 @@ def main(args: list[str]) -> int:
         return 1
     # Outside names go where the pod's resolv.conf points: dnsPolicy Default, the node's resolver.
     argv = dnsmasq_argv([_address_of("eth0"), "127.0.0.1"], 10053, resolv_file="/etc/resolv.conf")
-    os.execv(argv[0], argv)
+    from .serving import exec_program
+    exec_program(argv)
     return 127

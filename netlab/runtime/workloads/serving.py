@@ -47,6 +47,14 @@ def hold_termination_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATION)
 
 
+def exec_program(argv: list[str]) -> None:
+    """Become a real program (dnsmasq, nginx ...): with the termination signals no longer
+    held, since a blocked signal mask survives exec and a program that waits in poll() would
+    never see its SIGTERM (the pod's deletion would wait for SIGKILL)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.execv(argv[0], argv)
+
+
 def wait_for_termination() -> None:
     """Block until SIGTERM or SIGINT (held by hold_termination_signals) arrives."""
     signum = signal.sigwait(_TERMINATION)
