@@ -82,8 +82,10 @@ def sync_policy(cluster: Cluster, node) -> None:
     from .plan import netpol
     wanted = netpol.render_node(cluster, node)
     ipset.restore(node.netns, wanted.ipset_text())
-    iptables.ensure_jumps(node.netns, netpol.jumps())
-    iptables.restore(node.netns, wanted.text(iptables.list_chains(node.netns, "filter")))
+    saved = iptables.save(node.netns, "filter")
+    chains = [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")]
+    jumps = iptables.missing_jumps_text(saved, netpol.jumps())
+    iptables.restore(node.netns, jumps + wanted.text(chains) + netpol.missing_accept_text(saved))
     stale = [s for s in ipset.names(node.netns)
              if s.startswith((netpol.SET_PREFIX, netpol.TMP_PREFIX)) and s not in wanted.ipsets]
     ipset.destroy(node.netns, stale)

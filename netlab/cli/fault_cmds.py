@@ -53,6 +53,14 @@ def stop_daemon(node: str = typer.Argument(..., help="Node name."),
     typer.echo(engine.inject_fault(lab_name(lab), "stop-daemon", node, container=daemon))
 
 
+@fault_app.command("stop-bird")
+def stop_bird(node: str = typer.Argument(..., help="Node name."), lab: Optional[str] = LabOption) -> None:
+    """backend calico: stop a node's BIRD until `fault heal`; its peers drop the session and
+    withdraw its blocks, so its pods become unreachable from other nodes."""
+    from .. import engine
+    typer.echo(engine.inject_fault(lab_name(lab), "stop-daemon", node, container="bird"))
+
+
 @fault_app.command("heal")
 def heal(lab: Optional[str] = LabOption) -> None:
     """Undo every injected fault."""

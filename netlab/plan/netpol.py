@@ -3,10 +3,11 @@
 Pure: from the cluster to, for one node, the ipsets it needs and one iptables-restore input
 for the filter table. The layout (Felix's, names and marks included):
 
-    FORWARD -> cali-FORWARD
+    FORWARD -> cali-FORWARD (first)
         -i cali+ -> cali-from-wl-dispatch -> (by interface) cali-fw-caliXXXX  (the pod's egress)
         -o cali+ -> cali-to-wl-dispatch   -> (by interface) cali-tw-caliXXXX  (the pod's ingress)
-        accept mark 0x10000 set -> ACCEPT
+    ... kube-proxy's FORWARD rules ...
+    FORWARD (last): accept mark 0x10000 set -> ACCEPT ("Policy explicitly accepted packet.")
     INPUT -> cali-INPUT -> -i cali+ -> cali-wl-to-host -> cali-from-wl-dispatch, then ACCEPT
              (DefaultEndpointToHostAction: what a pod sends its own node passes its egress
              policy, then is accepted)
@@ -99,8 +100,20 @@ class NodePolicy:
 
 
 def jumps() -> list[Jump]:
+    """cali-FORWARD and cali-INPUT first in their built-in chains."""
     return [Jump("filter", "FORWARD", "cali-FORWARD", ("-m", "comment", "--comment", '"cali:wUHhoiAYhphO9Mso"')),
             Jump("filter", "INPUT", "cali-INPUT", ("-m", "comment", "--comment", '"cali:Cz_u1IQiXIMmKD4c"'))]
+
+
+# The accept of what policy allowed goes last in FORWARD, as Felix appends it, so kube-proxy's
+# FORWARD rules (the REJECT of a service without endpoints) still see allowed packets.
+ACCEPT_RULE = (f'-A FORWARD -m comment --comment "Policy explicitly accepted packet." -m mark --mark {ACCEPT_MARK} '
+               "-j ACCEPT")
+
+
+def missing_accept_text(saved_filter: str) -> str:
+    """Restore input appending ACCEPT_RULE to FORWARD unless iptables-save shows it already."""
+    return "" if f"\n{ACCEPT_RULE}\n" in saved_filter else f"*filter\n{ACCEPT_RULE}\nCOMMIT\n"
 
 
 def is_calico_chain(name: str) -> bool:
@@ -218,7 +231,6 @@ def render_node(cluster: Cluster, node: Node) -> NodePolicy:
     out.rules += [
         "-A cali-FORWARD -i cali+ -j cali-from-wl-dispatch",
         "-A cali-FORWARD -o cali+ -j cali-to-wl-dispatch",
-        f'-A cali-FORWARD -m mark --mark {ACCEPT_MARK} -m comment --comment "Policy explicitly accepted packet." -j ACCEPT',
         "-A cali-INPUT -i cali+ -g cali-wl-to-host",
         "-A cali-wl-to-host -j cali-from-wl-dispatch",
         '-A cali-wl-to-host -m comment --comment "Configured DefaultEndpointToHostAction" -j ACCEPT',
