@@ -20,6 +20,9 @@ fi
 PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base dnsutils redis-server
           redis-tools iperf3 tcpdump python3 python3-venv nginx-light openssl wrk bird2 ipset)
 BENCH_PACKAGES=(mininet bridge-utils)
+# The real kubectl against a lab's API (openssl also makes the lab's CA and API certificate):
+# Debian's kubernetes-client (kubectl 1.20), unless a kubectl is installed already.
+command -v kubectl >/dev/null 2>&1 || PACKAGES+=(kubernetes-client)
 
 missing=()
 for p in "${PACKAGES[@]}" ${NETLAB_BENCH:+"${BENCH_PACKAGES[@]}"}; do
