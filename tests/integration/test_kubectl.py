@@ -214,3 +214,16 @@ def test_kubernetes_service_and_netlab_get(kube):
     cols = netlab("get", "pods", "--lab", lab, "-o", "custom-columns=NAME:.metadata.name,IP:.status.podIP").stdout
     assert cols.splitlines()[0].split() == ["NAME", "IP"]
     assert "app=web" in netlab("get", "pods", "--lab", lab, "--show-labels").stdout
+    listed = json.loads(netlab("exec", "--lab", lab, pod, "--", "sh", "-c",
+                               "curl -sk https://$KUBERNETES_SERVICE_HOST/api/v1/namespaces/default/pods").stdout)
+    assert listed["kind"] == "PodList" and listed["items"]
+    watching = subprocess.Popen([sys.executable, "-m", "netlab", "get", "pods", "--lab", lab, "--show-labels", "-w"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        kube("label", "pod", pod, "seen=yes")
+        time.sleep(1.5)
+    finally:
+        watching.terminate()
+        seen = watching.communicate(timeout=10)[0]
+    assert seen.splitlines()[0].split()[-1] == "LABELS" and "seen=yes" in seen   # the change, as a new row
