@@ -349,6 +349,11 @@ def forget_agent_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
+# The pause container: Debian's catatonit in pause mode (-P) is what podman runs as its pods'
+# infra container, a few hundred kilobytes where a forked Python process holds megabytes.
+PAUSE = "/usr/bin/catatonit"
+
+
 def _run_holder(log_fd: int) -> None:
     """PID 1 of the pod: reap orphans, exit on SIGTERM (the pause container)."""
     try:
@@ -357,6 +362,10 @@ def _run_holder(log_fd: int) -> None:
         os.dup2(log_fd, 2)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
+        if os.access(PAUSE, os.X_OK):
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.execv(PAUSE, ["pause", "-P"])
+        # Without catatonit, the same in Python.
         signal.signal(signal.SIGTERM, lambda *_: _child_exit(0))
         signal.signal(signal.SIGINT, lambda *_: _child_exit(0))
         signal.signal(signal.SIGCHLD, _reap)
@@ -433,6 +442,10 @@ def _exec_container(argv: Sequence[str], env: dict[str, str], log_fd: int, built
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         caps.confine(csec.caps, csec.run_as_user, csec.run_as_group, csec.groups)
         if argv and argv[0] == "netlab-workload":
+            # Everything inherited from the agent stays out of this process's garbage
+            # collection: scanning it would touch (and so copy) most of the agent's pages.
+            import gc
+            gc.freeze()
             os.environ.clear()
             os.environ.update(env)
             sys.stdout = os.fdopen(1, "w", buffering=1)
