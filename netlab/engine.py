@@ -29,6 +29,7 @@ from .model.loader import load_lab
 from .model.objects import Pod
 from .plan import network as netplan
 from .runtime import agent_client, changes
+from .labs import lab_namespaces, resolve_lab, running_labs  # noqa: F401  (the engine's API too)
 
 Progress = Callable[[str, int, int], None]
 
@@ -53,31 +54,6 @@ def require_root() -> None:
 
 
 # ---------------------------------------------------------------------- discovery
-
-
-def running_labs() -> list[str]:
-    """Labs with state or with namespaces on this machine."""
-    labs = set(state.labs_with_state())
-    for name in netns.list_names(names.PREFIX):
-        lab = names.lab_of_netns(name)
-        if lab:
-            labs.add(lab)
-    return sorted(labs)
-
-
-def resolve_lab(lab: Optional[str]) -> str:
-    """The lab a command acts on: the one named, or the only one running."""
-    labs = running_labs()
-    if lab:
-        if lab not in labs:
-            raise NotFoundError(f'lab "{lab}" is not running' +
-                                (f" (running: {', '.join(labs)})" if labs else ""))
-        return lab
-    if not labs:
-        raise NotFoundError("no lab is running; start one with `netlab up LABDIR`")
-    if len(labs) > 1:
-        raise StateError(f"several labs are running ({', '.join(labs)}): choose one with --lab")
-    return labs[0]
 
 
 def load(lab: str) -> Cluster:
@@ -327,11 +303,6 @@ def wait_for_started(cluster: Cluster, timeout: float, progress: Progress = _no_
 
 
 # ---------------------------------------------------------------------- down / clean
-
-
-def lab_namespaces(lab: str) -> list[str]:
-    """The names under /run/netns that carry this lab's name (what `ip netns list` shows)."""
-    return netns.list_names(f"{names.PREFIX}{lab}.")
 
 
 def owned_namespaces(lab: str, lab_id: Optional[str] = None) -> tuple[dict[str, int], list[str], list[str]]:

@@ -12,5 +12,5 @@ OutputOption = typer.Option("table", "--output", "-o", help="Output format: wide
 
 
 def lab_name(lab: Optional[str]) -> str:
-    from .. import engine
-    return engine.resolve_lab(lab)
+    from ..labs import resolve_lab
+    return resolve_lab(lab)
