@@ -332,10 +332,15 @@ def owned_namespaces(lab: str, lab_id: Optional[str] = None) -> tuple[dict[str, 
     return owned, placeholders, foreign
 
 
+# netlab's own long-running programs of a lab: the agent, and the lab API's loopback listener
+# for kubectl, which lives in the host's namespace (so no namespace's removal takes it along).
+LAB_PROGRAMS = ("netlab.runtime.agent", "netlab.runtime.kubeapi")
+
+
 def lab_agents(lab: Optional[str] = None) -> list[int]:
-    """PIDs of netlab agents (one lab's, or any lab's): marked with NETLAB_LAB in the
-    environment *and* running netlab's agent for that lab (a shell that merely exported
-    NETLAB_LAB is not one)."""
+    """PIDs of netlab's agents and API listeners (one lab's, or any lab's): marked with
+    NETLAB_LAB in the environment *and* running one of LAB_PROGRAMS for that lab (a shell
+    that merely exported NETLAB_LAB is not one)."""
     found = []
     for pid in agent_client.marked_processes(lab):
         try:
@@ -345,7 +350,7 @@ def lab_agents(lab: Optional[str] = None) -> list[int]:
                 env = f.read().split(b"\0")
         except OSError:
             continue
-        if "netlab.runtime.agent" not in [a.decode(errors="replace") for a in argv]:
+        if not set(LAB_PROGRAMS) & {a.decode(errors="replace") for a in argv}:
             continue
         try:
             their_lab = argv[argv.index(b"--lab") + 1].decode(errors="replace")

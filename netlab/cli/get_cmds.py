@@ -85,6 +85,16 @@ def node_statuses(lab: str) -> dict[str, str]:
     return found
 
 
+def _pods_table_from_api(kind: str, output: str, lab: Optional[str]) -> bool:
+    """`get pods` as a table from the agent's server-side Table, as kubectl gets it: no state
+    file to parse (megabytes in a big lab) and none of the model to import. A dead agent's
+    lab falls back to what the files say."""
+    if kind.lower() not in ("pods", "pod", "po") or output not in ("table", "wide"):
+        return False
+    from ..runtime import agent_client
+    return agent_client.agent_state(lab_name(lab))[0] == "running"
+
+
 @app.command()
 def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpoints (ep), rc or namespaces."),
         name: Optional[str] = typer.Argument(None, help="Only this object."),
@@ -97,7 +107,7 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         ) -> None:
     """Display objects of the lab, like kubectl get (-o jsonpath=..., custom-columns=... too)."""
     from . import kubeget
-    if kubeget.handles(kind, output, show_labels, watch):
+    if kubeget.handles(kind, output, show_labels, watch) or _pods_table_from_api(kind, output, lab):
         # The objects as the lab's API serves them to kubectl (cli/kubeget.py).
         kubeget.get(kind, name, lab, namespace, all_namespaces, selector, output, show_labels, watch)
         return
