@@ -146,3 +146,36 @@ def test_ipip_refused_without_the_module(make_lab):
         pytest.skip("this kernel has ipip: the refusal is for kernels without it")
     with pytest.raises(StateError, match="ipip module"):
         make_lab(manifests=lab_text(calico="{ipipMode: Always}"))
+
+
+def test_readme_commands(make_lab, lab_name):
+    """Every command of the README's calico section runs as written (with --lab), on labs/calico."""
+    import shlex
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    section = (repo / "README.md").read_text().split("## The calico backend")[1].split("\n## ")[0]
+    blocks = [b.split("```")[0] for b in section.split("```sh\n")[1:]]
+    assert len(blocks) == 2
+    outputs = []
+    for block in blocks:
+        for line in block.splitlines():
+            words = shlex.split(line.split("  #")[0].strip())
+            assert words[:2] == ["sudo", "netlab"], line
+            words = words[2:]
+            if words[0] == "up":
+                assert words == ["up", "labs/calico"]
+                cluster = make_lab(repo / "labs" / "calico", name=lab_name)
+                continue
+            at = words.index("--") if "--" in words else len(words)
+            done = subprocess.run([sys.executable, "-m", "netlab", *words[:at], "--lab", lab_name, *words[at:]],
+                                  capture_output=True, text=True, timeout=120, cwd=repo)
+            stopped = any("fault stop-bird" in o for o in outputs[-1:])
+            assert done.returncode == 0 or (words == ["verify"] and stopped), (line, done.stdout, done.stderr)
+            outputs.append(f"$ {' '.join(words)}\n{done.stdout}")
+            if words[:2] == ["fault", "heal"]:
+                assert not bird.wait_converged(cluster, 20)
+    text = "\n".join(outputs)
+    assert "Established" in text and "proto bird" in text and "3 passed, 0 failed" in text
+    assert "bird on node node2 stopped" in text and "bgp-sessions" in text
+    assert "default-deny" in text and "1 passed, 0 failed" in text and "⊘" in text
+    assert "cali-FORWARD" in text
