@@ -91,6 +91,9 @@ class Cluster:
     not_ready: set[str] = field(default_factory=set)
     # networking.k8s.io/v1 NetworkPolicies (model/netpol.py), enforced by the calico backend.
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+    # apps/v1 Deployments, ReplicaSets, DaemonSets, StatefulSets (model/workloads.py),
+    # keyed "Kind/namespace/name".
+    apps: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._rand = random.Random(self.seed)
@@ -149,7 +152,8 @@ class Cluster:
             # Namespaces first, then services (so pods started after see their env vars),
             # then controllers and pods, the order `kubectl apply -f dir` would be safe in.
             order = {"Namespace": 0, "Service": 1, "Endpoints": 1, "EndpointSlice": 1,
-                     "ReplicationController": 2, "Pod": 3,
+                     "ReplicationController": 2, "Pod": 3, "Deployment": 2, "ReplicaSet": 2,
+                     "DaemonSet": 2, "StatefulSet": 2,
                      "IngressClass": 0, "Secret": 1, "Ingress": 1}
             self._check_duplicates(objects)
             self.service_alloc.hold(o for o in objects if isinstance(o, Service)
@@ -197,6 +201,9 @@ class Cluster:
             self.ingress_classes[obj.meta.name] = obj
             return [obj]
         self._require_namespace(obj)
+        if obj.kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"):
+            from . import workloads
+            return workloads.admit(self, obj)
         if isinstance(obj, (Ingress, Secret)):
             table = self.ingresses if isinstance(obj, Ingress) else self.secrets
             if obj.meta.key in table:
@@ -295,19 +302,19 @@ class Cluster:
         md = template.setdefault("metadata", {}) or {}
         md.update({"name": name, "namespace": rc.meta.namespace,
                    "labels": dict(rc.template_labels), "generateName": rc.meta.name + "-",
-                   "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController",
+                   "ownerReferences": [{"apiVersion": getattr(rc, "api_version", "v1"), "kind": rc.kind,
                                         "name": rc.meta.name, "controller": True}]})
         raw = {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": template.get("spec")}
-        spec = parse_pod_spec(raw["spec"], _Where(rc.meta.source, f"ReplicationController/{rc.meta.name}"),
+        spec = parse_pod_spec(raw["spec"], _Where(rc.meta.source, f"{rc.kind}/{rc.meta.name}"),
                               "spec.template.spec")
         meta = Meta(name=name, namespace=rc.meta.namespace, labels=dict(rc.template_labels),
                     source=rc.meta.source, raw=raw)
-        return Pod(meta=meta, spec=spec, owner=f"ReplicationController/{rc.meta.name}")
+        return Pod(meta=meta, spec=spec, owner=f"{rc.kind}/{rc.meta.name}")
 
     def rc_pods(self, rc: ReplicationController) -> list[Pod]:
         """The pods an RC controls: those it owns, and matching orphans (which it adopts).
         A pod owned by another controller is not its own even if the selector matches."""
-        mine = f"ReplicationController/{rc.meta.name}"
+        mine = f"{rc.kind}/{rc.meta.name}"
         return sorted((p for p in self.pods.values()
                        if p.meta.namespace == rc.meta.namespace and p.owner in ("", mine)
                        and rc.selector.matches(p.meta.labels)),
@@ -323,11 +330,15 @@ class Cluster:
             except LabError as exc:
                 # The user wrote the RC, not this generated pod: point at the template.
                 if exc.obj == f"Pod/{pod.meta.name}":
-                    exc.obj = f"ReplicationController/{rc.meta.name}"
+                    exc.obj = f"{rc.kind}/{rc.meta.name}"
                     exc.field = f"spec.template.{exc.field}" if exc.field else "spec.template"
                 raise
             created.append(pod)
         return created
+
+    def controllers(self) -> list:
+        """The replica controllers that recreate a deleted pod at once: RCs and ReplicaSets."""
+        return list(self.rcs.values()) + [o for o in self.apps.values() if o.kind == "ReplicaSet"]
 
     # ------------------------------------------------------------------ removal
 
@@ -379,6 +390,7 @@ class Cluster:
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
+                       + [to_manifest(o) for o in self.apps.values()]
                        + [to_manifest(o) for o in self.pods.values()]
                        + [to_manifest(o) for o in self.policies.values()]
                        + [to_manifest(o) for o in self.endpoints.values()]
@@ -418,6 +430,8 @@ class Cluster:
                 cluster.slices[obj.meta.key] = obj
             elif isinstance(obj, (Ingress, IngressClass, Secret)):
                 cluster._restore_ingress_kind(obj, doc)
+            elif obj.kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"):
+                cluster.apps[obj.ref] = obj
             else:
                 obj.spec.node_name = doc["spec"].get("nodeName", "")
                 obj.created = float(doc["metadata"].get("annotations", {}).get("netlab/created", 0))
@@ -444,7 +458,14 @@ def to_manifest(obj: Obj) -> dict:
     md["annotations"] = ann
     if obj.meta.source:
         ann["netlab/source"] = obj.meta.source
-    if isinstance(obj, Pod):
+    if obj.kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"):
+        from .workloads import manifest
+        doc = manifest(obj)
+        md = doc.setdefault("metadata", {})
+        md["name"], md["namespace"] = obj.meta.name, obj.meta.namespace
+        if obj.meta.source:
+            md.setdefault("annotations", {})["netlab/source"] = obj.meta.source
+    elif isinstance(obj, Pod):
         md["uid"] = obj.uid
         ann["netlab/created"] = repr(obj.created)
         doc.setdefault("spec", {})["nodeName"] = obj.spec.node_name

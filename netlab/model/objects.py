@@ -883,3 +883,6 @@ def parse_object(doc: Any, file: str, index: int = 0):
         # As `kubectl apply --validate=strict`: a misspelt field is an error, not a no-op.
         raise InvalidError(unknown_field_message(*unknown), file=file, obj=w.obj)
     return PARSERS[kind](doc, w)
+
+# apps/v1 Deployment, ReplicaSet, DaemonSet, StatefulSet: model/workloads.py adds its kinds.
+from . import workloads as _workloads  # noqa: E402,F401  (it imports this module's helpers)

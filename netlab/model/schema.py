@@ -187,3 +187,26 @@ KIND_SCHEMAS.update({
         "controller", parameters=fields("apiGroup", "kind", "name", "namespace", "scope"))),
     "Secret": fields("apiVersion", "data", "immutable", "kind", "stringData", "type", metadata=OBJECT_META),
 })
+
+# apps/v1 Deployment, ReplicaSet, DaemonSet, StatefulSet (model/workloads.py), as of 1.34:
+# DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, ReplicaSetSpec, DaemonSetSpec,
+# DaemonSetUpdateStrategy, StatefulSetSpec, StatefulSetUpdateStrategy, StatefulSetOrdinals,
+# StatefulSetPersistentVolumeClaimRetentionPolicy. PersistentVolumeClaim templates: not checked.
+_SELECTOR = fields("matchLabels", matchExpressions=Each(fields("key", "operator", "values")))
+KIND_SCHEMAS.update({
+    "Deployment": _object(fields(
+        "minReadySeconds", "paused", "progressDeadlineSeconds", "replicas", "revisionHistoryLimit",
+        selector=_SELECTOR, template=POD_TEMPLATE_SPEC,
+        strategy=fields("type", rollingUpdate=fields("maxSurge", "maxUnavailable")))),
+    "ReplicaSet": _object(fields("minReadySeconds", "replicas", selector=_SELECTOR,
+                                 template=POD_TEMPLATE_SPEC)),
+    "DaemonSet": _object(fields(
+        "minReadySeconds", "revisionHistoryLimit", selector=_SELECTOR, template=POD_TEMPLATE_SPEC,
+        updateStrategy=fields("type", rollingUpdate=fields("maxSurge", "maxUnavailable")))),
+    "StatefulSet": _object(fields(
+        "minReadySeconds", "podManagementPolicy", "replicas", "revisionHistoryLimit", "serviceName",
+        "volumeClaimTemplates", selector=_SELECTOR, template=POD_TEMPLATE_SPEC,
+        ordinals=fields("start"),
+        persistentVolumeClaimRetentionPolicy=fields("whenDeleted", "whenScaled"),
+        updateStrategy=fields("type", rollingUpdate=fields("maxUnavailable", "partition")))),
+})

@@ -150,9 +150,9 @@ def test_unreadable_and_missing_paths(tmp_path):
 
 
 def test_unknown_kind_and_api_version(tmp_path):
-    path = write(tmp_path, {"d.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"}) / "d.yaml"
-    check_error(load_error(tmp_path), str(path), "Deployment/web", "kind",
-                "Invalid value: 'Deployment': unknown kind")
+    path = write(tmp_path, {"d.yaml": "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: web}\n"}) / "d.yaml"
+    check_error(load_error(tmp_path), str(path), "CronJob/web", "kind",
+                "Invalid value: 'CronJob': unknown kind")
     path.write_text("apiVersion: v2\nkind: Service\nmetadata: {name: web}\n")
     check_error(load_error(tmp_path), str(path), "Service/web", "apiVersion",
                 "Invalid value: 'v2': Service is served as apiVersion 'v1'")

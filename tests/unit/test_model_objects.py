@@ -347,8 +347,8 @@ def test_document_that_is_not_a_mapping():
 
 @pytest.mark.parametrize("doc,obj,field,why", [
     ({"apiVersion": "v1", "metadata": {"name": "web"}}, "?/web", "kind", "Required value"),
-    ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}, "Deployment/web", "kind",
-     "Invalid value: 'Deployment': unknown kind (netlab knows EndpointSlice, Endpoints, "),
+    ({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "web"}}, "CronJob/web", "kind",
+     "Invalid value: 'CronJob': unknown kind (netlab knows DaemonSet, Deployment, EndpointSlice, Endpoints, "),
     ({"kind": "Pod", "metadata": {"name": "web"}}, "Pod/web", "apiVersion", "Required value"),
     ({"apiVersion": "apps/v1", "kind": "Pod", "metadata": {"name": "web"}}, "Pod/web", "apiVersion",
      "Invalid value: 'apps/v1': Pod is served as apiVersion 'v1'"),
