@@ -33,3 +33,18 @@ def members(netns: str, name: str) -> list[str]:
     if proc.returncode != 0:
         raise IptablesError(f"ipset list {name} failed: {proc.stderr.strip()}", netns=netns)
     return proc.stdout.partition("Members:\n")[2].split()
+
+
+def read_all(netns: str) -> dict[str, tuple[str, list[str]]]:
+    """Every set of the namespace with its type and members, from `ipset save`."""
+    proc = _run(netns, [IPSET, "save"])
+    if proc.returncode != 0:
+        raise IptablesError(f"ipset save failed: {proc.stderr.strip()}", netns=netns)
+    sets: dict[str, tuple[str, list[str]]] = {}
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "create":
+            sets[words[1]] = (words[2], [])
+        elif len(words) >= 3 and words[0] == "add" and words[1] in sets:
+            sets[words[1]][1].append(words[2])
+    return sets

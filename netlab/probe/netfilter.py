@@ -35,6 +35,8 @@ class Where:
     local: frozenset[str]       # the node's own addresses (addrtype LOCAL)
     iif: str = ""
     oif: str = ""
+    # ipsets of the namespace (calico's policy selectors): name -> (type, members)
+    sets: Optional[dict] = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -62,7 +64,8 @@ def _mark(value: str) -> tuple[int, int]:
 def match(rule: Rule, pkt: Packet, where: Where) -> tuple[Optional[bool], float, str]:
     """(matches?, probability, note): None when a match is unknown; probability < 1 for
     statistic random (the rule then matches with that chance)."""
-    args = list(rule.args[:rule.args.index("-j")] if "-j" in rule.args else rule.args)
+    end = next((rule.args.index(f) for f in ("-j", "-g") if f in rule.args), len(rule.args))
+    args = list(rule.args[:end])
     chance, note, negate, i = 1.0, "", False, 0
     while i < len(args):
         opt = args[i]
@@ -78,7 +81,14 @@ def match(rule: Rule, pkt: Packet, where: Where) -> tuple[Optional[bool], float,
         elif opt in ("-p", "--protocol"):
             ok = value == pkt.proto
         elif opt == "--dport":
-            ok = int(value) == pkt.dport
+            lo, _, hi = value.partition(":")
+            ok = int(lo) <= pkt.dport <= int(hi or lo)
+        elif opt == "--match-set":
+            if where.sets is None or value not in where.sets:
+                return None, 1.0, f"not evaluated: ipset {value} not read"
+            direction = args[i + 2] if i + 2 < len(args) else "src"
+            ok = _in_set(where.sets[value], pkt, direction)
+            i += 1                      # the direction word
         elif opt in ("-i", "-o"):
             ok = _iface(value, where.iif if opt == "-i" else where.oif)
         elif opt == "--dst-type":
@@ -110,6 +120,18 @@ def match(rule: Rule, pkt: Packet, where: Where) -> tuple[Optional[bool], float,
         negate = False
         i += 1 if value is None else 2
     return True, chance, note
+
+
+def _in_set(ipset: tuple[str, list[str]], pkt: Packet, direction: str) -> bool:
+    """Membership as the kernel's set match sees it: hash:ip and hash:net by address (the
+    first direction word), hash:ip,port by address, protocol and port."""
+    kind, members = ipset
+    ip = pkt.src if direction.split(",")[0] == "src" else pkt.dst
+    if kind == "hash:ip,port":
+        return f"{ip},{pkt.proto}:{pkt.dport}" in members
+    if kind == "hash:net":
+        return any(_in(ip, m) for m in members)
+    return ip in members
 
 
 def _target_arg(rule: Rule, name: str) -> str:
@@ -160,6 +182,9 @@ def _walk(table: Table, chain: str, start: int, pkt: Packet, where: Where, chanc
         here = lines + [f"{label}: {rule.text}" + (f"   [{note}]" if note else "")]
         seen = hit + [rule]
         target = rule.target
+        if target in table.chains and rule.goto:
+            # A goto: the chain's RETURN returns to this chain's caller, not here.
+            return out + _walk(table, target, 0, pkt, where, chance, here, seen, depth + 1)
         if target in table.chains:
             for sub in _walk(table, target, 0, pkt, where, chance, here, seen, depth + 1):
                 if sub.verdict == "RETURN":

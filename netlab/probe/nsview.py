@@ -38,10 +38,19 @@ class Namespace:
         for a in self.ipr.get_addr(family=socket.AF_INET):
             self.addresses.setdefault(self.links.get(a["index"], "?"), a.get_attr("IFA_ADDRESS"))
         self._tables: Optional[dict[str, rules.Table]] = None
+        self._ipsets: Optional[dict[str, tuple[str, list[str]]]] = None
 
     @property
     def local(self) -> frozenset[str]:
         return frozenset(self.addresses.values())
+
+    @property
+    def ipsets(self) -> dict[str, tuple[str, list[str]]]:
+        """The namespace's ipsets (calico's policy selectors), read once."""
+        if self._ipsets is None:
+            from ..kernel import ipset
+            self._ipsets = ipset.read_all(self.name)
+        return self._ipsets
 
     @property
     def tables(self) -> dict[str, rules.Table]:

@@ -24,7 +24,15 @@ class Rule:
 
     @property
     def target(self) -> str:
-        return self.args[self.args.index("-j") + 1] if "-j" in self.args else ""
+        """The -j target, or the chain of a goto (-g, Felix's dispatch chains use them)."""
+        for flag in ("-j", "-g"):
+            if flag in self.args:
+                return self.args[self.args.index(flag) + 1]
+        return ""
+
+    @property
+    def goto(self) -> bool:
+        return "-g" in self.args and "-j" not in self.args
 
     @property
     def text(self) -> str:

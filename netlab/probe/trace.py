@@ -188,6 +188,10 @@ class Walker:
         self.spaces = spaces
         self.reply = reply
 
+    @property
+    def calico(self) -> bool:
+        return self.view.cluster.config.backend == "calico"
+
     def ns(self, name: str) -> Namespace:
         if name not in self.spaces:
             self.spaces[name] = Namespace(name)
@@ -203,6 +207,12 @@ class Walker:
         hops = [Hop(where, f"route get {pkt.dst}: {route}")]
         if route.kind != "unicast":
             return [Branch(1.0, hops, f"not sent: {route}", "dropped")]
+        if pod is not None and self.calico:
+            node = self.view.node_of(pod)
+            veth = names.host_veth(pod.meta.namespace, pod.meta.name, "calico")
+            hops.append(Hop(where, f"eth0 is a veth: its peer {veth} on {node.name} answers ARP for "
+                                   f"{netplan.CALICO_GATEWAY} (proxy_arp), so the packet enters {node.name}"))
+            return self.at_node(node, pkt, veth, hops, 1.0, [], 0)
         if pod is not None:
             node = self.view.node_of(pod)
             veth = names.host_veth(pod.meta.namespace, pod.meta.name)
@@ -272,13 +282,13 @@ class Walker:
             return [Branch(chance, hops, f"dropped on {node.name}: {route}", "dropped", hits)]
         if self.reply:
             return self.leave_node(node, pkt, route, hops, chance, hits, depth)
-        where = Where(space.local, iif=iif, oif=route.dev)
+        where = Where(space.local, iif=iif, oif=route.dev, sets=space.ipsets if self.calico else None)
         branches = []
         for fwd in walk(space.tables["filter"], "FORWARD", pkt, where):
             h = hops + [Hop(here, f"filter FORWARD: {fwd.verdict.lower()}", tuple(fwd.lines))]
             seen = hits + [(node.name, r) for r in fwd.hit]
             if fwd.verdict in ("DROP", "REJECT"):
-                branches.append(Branch(chance * fwd.chance, h, f"{fwd.verdict.lower()}ed by {node.name}'s filter table",
+                branches.append(Branch(chance * fwd.chance, h, _drop_end(node, fwd),
                                        "rejected" if fwd.verdict == "REJECT" else "dropped", seen))
                 continue
             for post in walk(space.tables["nat"], "POSTROUTING", fwd.packet, where):
@@ -298,6 +308,14 @@ class Walker:
         here = f"node {node.name}"
         # Marks and conntrack state stay on this node; the next one starts afresh.
         pkt = replace(pkt, mark=0, dnat=False)
+        if self.calico and route.dev.startswith("cali"):
+            pod = self.view.pod_by_ip(pkt.dst)
+            if pod is None:
+                return [Branch(chance, hops, f"dropped: no pod has {pkt.dst} on {node.name}", "dropped", hits)]
+            hops = hops + [Hop(here, f"the pod's /32 route sends it out of {route.dev} to pod {pod.meta.key}")]
+            end = (f"back at pod {pod.meta.key}" if self.reply
+                   else f"delivered to pod {pod.meta.key} at {pkt.dst}:{pkt.dport}, from {pkt.src}")
+            return self.delivered(chance, hops, end, hits, self.view.netns(pod), pkt, pod)
         if route.dev == netplan.POD_BRIDGE:
             pod = self.view.pod_by_ip(pkt.dst)
             if pod is None:
@@ -392,6 +410,19 @@ class Walker:
         hops = hops + [Hop(f"node {nxt.name}", f"flanneld receives it and writes the inner packet into {dev}; "
                                                f"{why}")]
         return self.at_node(nxt, pkt, dev, hops, chance, hits, depth + 1)
+
+
+def _drop_end(node: Node, fwd) -> str:
+    """Why the filter table stopped the packet; with calico, the policy rule that dropped it."""
+    verdict = f"{fwd.verdict.lower()}ed by {node.name}'s filter table"
+    rule = fwd.hit[-1] if fwd.hit else None
+    if rule is None or not rule.chain.startswith(("cali-tw-", "cali-fw-", "cali-from-", "cali-to-")):
+        return verdict
+    args = list(rule.args)
+    comment = args[args.index("--comment") + 1] if "--comment" in args else ""
+    what = "ingress" if rule.chain.startswith("cali-tw-") else "egress"
+    return (f"dropped by NetworkPolicy on {node.name}: {rule.chain} rule {rule.index} "
+            f"\"{comment}\" (the pod's {what})" if comment else f"{verdict} ({rule.chain} rule {rule.index})")
 
 
 def add_replies(view: LabView, spaces: dict[str, Namespace], branches: list[Branch]) -> None:

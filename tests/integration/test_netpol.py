@@ -133,6 +133,14 @@ def test_policies_enforced_as_felix_does(lab):
     assert all(r.status == Status.PASS for r in results.values()), {k: r.summary for k, r in results.items()}
     denied_probes = [p for p in results["policy"].probes if "dropped" in p.seen or "no answer" in p.seen]
     assert denied_probes
+    # trace walks Felix's chains with the node's ipsets and names the rule that dropped.
+    from netlab.probe.trace import trace
+    dropped = trace(LabView.load(c.name), "web", "db:8080")
+    assert dropped.confirmed and [b.outcome for b in dropped.branches] == ["dropped"]
+    assert "dropped by NetworkPolicy on node2: cali-tw-cali" in dropped.branches[0].end
+    assert "ingress policies of default/db: default-deny" in dropped.branches[0].end
+    passed = trace(LabView.load(c.name), "team-a/a1", "default/web:9090")
+    assert passed.confirmed and passed.branches[0].outcome == "delivered", passed.branches[0].end
     m = matrix.run(LabView.load(c.name))
     assert not m.failed(), [(x.src, x.dst, x.seen) for x in m.failed()]
     assert m.cells[("default/client", "default/db")].policy == "denied"
