@@ -58,7 +58,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v",
 
 def _register() -> None:
     from . import get_cmds, lab_cmds, exec_cmds  # noqa: F401  (commands register themselves)
-    for optional in ("svc_cmds", "verify_cmds", "dns_cmds", "fault_cmds", "agent_cmds"):
+    for optional in ("svc_cmds", "verify_cmds", "dns_cmds", "fault_cmds", "agent_cmds", "course_cmds"):
         try:
             __import__(f"{__package__}.{optional}")
         except ModuleNotFoundError as exc:
@@ -70,8 +70,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors become one line on stderr and a distinct exit code."""
     os.umask(0o077)          # state, status (containers' environments) and logs: owner only
     install_signal_handlers()
-    _register()
     try:
+        _register()      # inside: a signal during these imports must unwind like any other
         # standalone mode: usage errors print click's usage message and exit 2 by themselves.
         app(args=argv, prog_name="netlab")
     except LabError as exc:

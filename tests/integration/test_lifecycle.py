@@ -168,11 +168,12 @@ def _interrupt_up(tmp_path: Path, lab: str, sig: int, after: float) -> tuple[int
     try:
         time.sleep(after)
         proc.send_signal(sig)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    print(f"up's stderr: {err.strip()[-400:]}")
     return proc.returncode, leftovers(lab)
 
 
