@@ -178,4 +178,4 @@ def test_readme_commands(make_lab, lab_name):
     assert "Established" in text and "proto bird" in text and "3 passed, 0 failed" in text
     assert "bird on node node2 stopped" in text and "bgp-sessions" in text
     assert "default-deny" in text and "1 passed, 0 failed" in text and "⊘" in text
-    assert "cali-FORWARD" in text
+    assert "cali-FORWARD" in text and "dropped by NetworkPolicy on node2: cali-tw-cali" in text
