@@ -57,7 +57,7 @@ def dns(query: str = typer.Argument(..., help="Name (or address, for PTR) to loo
         query, qtype = ".".join(reversed(query.split("."))) + ".in-addr.arpa.", "PTR"
     except ValueError:
         pass
-    resolv = (state.ETC_NETNS / cluster.pod_netns(pod) / "resolv.conf")
+    resolv = state.pod_files(cluster.name, cluster.pod_netns(pod)) / "resolv.conf"
     servers, search, ndots = _resolv(resolv.read_text() if resolv.exists() else "")
     if not servers:
         raise StateError(f"pod {pod.meta.name} has no nameserver (dnsPolicy {pod.spec.dns_policy})")

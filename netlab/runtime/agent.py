@@ -161,7 +161,7 @@ class Agent:
                                                   for p in c.ports if p.protocol == "TCP"}))
         self.pods[pod.meta.key] = run
         netns = self.cluster.pod_netns(pod)
-        etc_dir = str(state.ETC_NETNS / netns)
+        etc_dir = str(state.pod_files(self.lab, netns))
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
             run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",

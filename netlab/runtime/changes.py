@@ -40,10 +40,10 @@ def save(cluster: Cluster) -> None:
 
 
 def write_pod_files(cluster: Cluster, pod: Pod) -> None:
-    """/etc/netns/<pod netns>/: the files the pod sees as /etc/hosts and resolv.conf."""
+    """The files the pod sees as /etc/hosts and resolv.conf (state.pod_files)."""
     from ..model import internet
     from ..model.dns import hosts_file, resolv_conf
-    etc = state.ETC_NETNS / cluster.pod_netns(pod)
+    etc = state.pod_files(cluster.name, cluster.pod_netns(pod))
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "hosts").write_text(hosts_file(cluster, pod))
     # dnsPolicy Default inherits the node's resolver: in a lab, the simulated internet's DNS.
@@ -66,7 +66,7 @@ def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> 
 
 
 def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
-    """Unwire pods: their processes, host-side veths, namespaces and /etc/netns files."""
+    """Unwire pods: their processes, host-side veths, namespaces and files."""
     spaces = [cluster.pod_netns(p) for p in pods]
     netns.kill_processes([i for i in (netns.inode(ns) for ns in spaces) if i])
     with Builder() as builder:
@@ -78,7 +78,7 @@ def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
                 pass      # the node itself is gone
     for ns in spaces:
         netns.delete(ns)
-        shutil.rmtree(state.ETC_NETNS / ns, ignore_errors=True)
+        shutil.rmtree(state.pod_files(cluster.name, ns), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- the transaction

@@ -149,8 +149,9 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
                     nsops.umount_detach("/run/netns")
                 except OSError:
                     pass
+            files = _read_pod_files(etc_dir)      # from the lab's state dir, hidden after the pivot
             _build_root(security)
-            _bind_etc(etc_dir, hostname)
+            _bind_etc(files, hostname)
             caps.confine(())          # pause needs no capability at all
         except BaseException as exc:  # noqa: BLE001 - reported through the log; no "ready"
             _report_error(log_fd, "pod sandbox", exc)
@@ -315,20 +316,29 @@ def _container_mounts(security: PodSecurity, name: str) -> None:
         _bind_volume(m)
 
 
-def _bind_etc(etc_dir: str, hostname: str) -> None:
-    """What `ip netns exec` does: the files in /etc/netns/<netns>/ (resolv.conf, hosts) replace
-    their /etc counterparts; read-only here. A symlinked /etc file (resolv.conf pointing into
-    /run) gets its target created on the pod's own /run. /etc/hostname says the pod's name."""
+def _read_pod_files(etc_dir: str) -> dict[str, bytes]:
+    """The pod's own /etc files (hosts, resolv.conf) as written for it (state.pod_files)."""
+    files = {}
+    for name in sorted(os.listdir(etc_dir)) if os.path.isdir(etc_dir) else []:
+        with open(os.path.join(etc_dir, name), "rb") as f:
+            files[name] = f.read()
+    return files
+
+
+def _bind_etc(files: dict[str, bytes], hostname: str) -> None:
+    """What `ip netns exec` does with /etc/netns/<netns>/: the pod's files (resolv.conf, hosts,
+    and /etc/hostname with the pod's name) replace their /etc counterparts, read-only. They
+    are written to the pod's own /run first. A symlinked /etc file (resolv.conf pointing into
+    /run) gets its target created on the pod's own /run."""
+    own = "/run/.netlab"
+    os.makedirs(own, 0o755, exist_ok=True)
     if os.path.isfile("/etc/hostname"):
-        own = "/run/.netlab/hostname"
-        os.makedirs(os.path.dirname(own), 0o755, exist_ok=True)
-        with open(own, "w") as f:
-            f.write(hostname + "\n")
-        nsops.mount(own, "/etc/hostname", "", nsops.MS_BIND)
-        nsops.remount_bind("/etc/hostname", nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV)
-    if not os.path.isdir(etc_dir):
-        return
-    for name in sorted(os.listdir(etc_dir)):
+        files = dict(files, hostname=(hostname + "\n").encode())
+    for name, content in files.items():
+        source = os.path.join(own, name)
+        with open(source, "wb") as f:
+            f.write(content)
+        os.chmod(source, 0o644)
         target = os.path.realpath(os.path.join("/etc", name))
         if not os.path.lexists(os.path.join("/etc", name)):
             continue
@@ -338,7 +348,7 @@ def _bind_etc(etc_dir: str, hostname: str) -> None:
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
             except OSError:
                 continue
-        nsops.mount(os.path.join(etc_dir, name), target, "none", nsops.MS_BIND)
+        nsops.mount(source, target, "none", nsops.MS_BIND)
         nsops.remount_bind(target, nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NODEV)
 
 

@@ -273,8 +273,8 @@ class ResolvConf:
 
 
 def resolv_conf(view: LabView, pod: Pod) -> ResolvConf:
-    """What the pod sees as /etc/resolv.conf (netlab binds /etc/netns/<netns>/resolv.conf there)."""
-    path = state.ETC_NETNS / view.netns(pod) / "resolv.conf"
+    """What the pod sees as /etc/resolv.conf (its holder binds state.pod_files' resolv.conf there)."""
+    path = state.pod_files(view.name, view.netns(pod)) / "resolv.conf"
     conf = ResolvConf([], [])
     for line in path.read_text().splitlines() if path.exists() else []:
         words = line.split()
