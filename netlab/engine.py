@@ -477,6 +477,8 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
         group = "/api/v1" if kind == "secrets" else "/apis/networking.k8s.io/v1"
         where = "" if kind == "ingressclasses" else f"/namespaces/{quote(namespace, safe='')}"
         path = f"{group}{where}/{kind}/{quote(name, safe='')}"
+    elif kind in ("deployments", "replicasets", "daemonsets", "statefulsets"):
+        path = f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/{kind}/{quote(name, safe='')}"
     elif kind == "networkpolicies":
         path = (f"/apis/networking.k8s.io/v1/namespaces/{quote(namespace, safe='')}/networkpolicies/"
                 f"{quote(name, safe='')}")
@@ -485,10 +487,12 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
     return [agent_client.call(lab, "DELETE", path)["message"]]
 
 
-def scale(lab: str, name: str, replicas: int, namespace: str = "default") -> str:
+def scale(lab: str, name: str, replicas: int, namespace: str = "default", kind: str = "rcs") -> str:
+    """Set the replicas of an RC (kind rcs) or of deployments, replicasets, statefulsets."""
     from urllib.parse import quote
-    reply = agent_client.call(lab, "PUT", f"/api/v1/namespaces/{quote(namespace, safe='')}/replicationcontrollers/"
-                                          f"{quote(name, safe='')}/scale", {"spec": {"replicas": replicas}})
+    where = (f"/api/v1/namespaces/{quote(namespace, safe='')}/replicationcontrollers" if kind == "rcs"
+             else f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/{kind}")
+    reply = agent_client.call(lab, "PUT", f"{where}/{quote(name, safe='')}/scale", {"spec": {"replicas": replicas}})
     return reply["message"]
 
 

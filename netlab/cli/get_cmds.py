@@ -23,6 +23,8 @@ RESOURCES = {
 }
 from . import netpol_view  # noqa: E402
 RESOURCES.update(netpol_view.RESOURCES)
+from . import apps_cmds  # noqa: E402  (Deployments, ReplicaSets, DaemonSets, StatefulSets)
+RESOURCES.update(apps_cmds.RESOURCES)
 
 
 def _resource(kind: str) -> str:
@@ -107,6 +109,9 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         ) -> None:
     """Display objects of the lab, like kubectl get (-o jsonpath=..., custom-columns=... too)."""
     from . import kubeget
+    if apps_cmds.handles(kind):
+        apps_cmds.get(kind, name, lab, namespace, all_namespaces, output)
+        return
     if kubeget.handles(kind, output, show_labels, watch) or _pods_table_from_api(kind, output, lab):
         # The objects as the lab's API serves them to kubectl (cli/kubeget.py).
         kubeget.get(kind, name, lab, namespace, all_namespaces, selector, output, show_labels, watch)

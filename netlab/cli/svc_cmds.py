@@ -34,18 +34,19 @@ def delete(kind: str = typer.Argument(..., help="pod, svc, rc or namespace."),
 
 
 @app.command()
-def scale(kind: str = typer.Argument(..., help="rc"), name: str = typer.Argument(...),
+def scale(kind: str = typer.Argument(..., help="rc, deployment, replicaset or statefulset"), name: str = typer.Argument(...),
           replicas: int = typer.Option(..., "--replicas", help="Desired number of pods."),
           lab: Optional[str] = LabOption, namespace: str = NamespaceOption) -> None:
-    """Set a ReplicationController's replicas; pods are created or deleted to match."""
+    """Set the replicas of an RC, Deployment, ReplicaSet or StatefulSet; pods follow."""
     from .. import engine
     from ..model.errors import InvalidError, LabError
     from .get_cmds import _resource
-    if _resource(kind) != "rcs":
-        raise LabError("scale supports replicationcontrollers (rc)")
+    resource = _resource(kind)
+    if resource not in ("rcs", "deployments", "replicasets", "statefulsets"):
+        raise LabError("scale supports replicationcontrollers (rc), deployments, replicasets and statefulsets")
     if replicas < 0:
         raise InvalidError("must be greater than or equal to 0", value=replicas, field="--replicas")
-    typer.echo(engine.scale(lab_name(lab), name, replicas, namespace))
+    typer.echo(engine.scale(lab_name(lab), name, replicas, namespace, resource))
 
 
 @app.command()

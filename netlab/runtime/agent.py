@@ -96,6 +96,7 @@ class Agent:
         self.wired: Optional[set[str]] = None              # while `up` wires: the pods it has wired
         self.clients: dict[int, tuple[socket.socket, bytearray, float]] = {}
         self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
+        self.ready_since: dict[str, float] = {}            # pod key -> when it was first published Ready
 
     # ---------------------------------------------------------------- pods
 
@@ -452,6 +453,33 @@ class Agent:
         if changed:
             self.save_faults()
 
+    def available_pods(self) -> set[str]:
+        """Ready pods that have been ready for their controller's minReadySeconds."""
+        now, avail = time.time(), set()
+        for key in self.ready_pods():
+            pod = self.cluster.pods.get(key)
+            if pod is None:
+                continue
+            kind, _, name = pod.owner.partition("/")
+            owner = self.cluster.apps.get(f"{kind}/{pod.meta.namespace}/{name}")
+            if now - self.ready_since.get(key, now) >= (owner.min_ready if owner else 0):
+                avail.add(key)
+        return avail
+
+    def run_controllers(self) -> None:
+        """The apps/v1 controllers (Deployment, ReplicaSet, DaemonSet, StatefulSet): one step per
+        round, gated on what the data plane serves (runtime/changes.step_controllers)."""
+        if not self.cluster.apps or self.wired is not None:
+            return
+        try:
+            lines = changes.step_controllers(self.cluster, self, self.ready_pods(), self.available_pods())
+        except Exception as exc:  # keep supervising; report and retry next round
+            print(f"agent: controllers: {exc}", file=sys.stderr, flush=True)
+            return
+        if lines:
+            print("agent: " + "; ".join(lines), flush=True)
+            self.dirty = True
+
     def save_faults(self) -> None:
         state.write_json(faultops.faults_file(self.lab), self.faults)
 
@@ -467,6 +495,8 @@ class Agent:
             print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
             return
         self.published_ready = ready
+        now = time.time()
+        self.ready_since = {k: self.ready_since.get(k, now) for k in ready}
 
     def status(self, with_env: bool = True) -> dict:
         """The live process facts; containers' environments only on request (`exec` wants them,
@@ -497,8 +527,8 @@ class Agent:
         self.dirty = True
         return lines
 
-    def scale(self, name: str, namespace: str, replicas) -> str:
-        line = changes.scale(self.cluster, name, namespace, replicas, self)
+    def scale(self, name: str, namespace: str, replicas, kind: str = "rcs") -> str:
+        line = changes.scale(self.cluster, name, namespace, replicas, self, kind)
         self.dirty = True
         return line
 
@@ -530,6 +560,8 @@ class Agent:
         """The stored version of an object just written (with what the server filled in)."""
         if obj.kind == "Namespace":
             return self.cluster.namespaces[obj.meta.name]
+        if obj.kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"):
+            return self.cluster.apps[obj.ref]
         return {"Pod": self.cluster.pods, "Service": self.cluster.services,
                 "ReplicationController": self.cluster.rcs, "Endpoints": self.cluster.endpoints,
                 "EndpointSlice": self.cluster.slices}[obj.kind][obj.meta.key]
@@ -599,6 +631,7 @@ class Agent:
             if (self.dirty and since >= (0.25 if big else 0.0)) or since > interval:
                 self.node_controller()
                 status = self.publish()
+                self.run_controllers()
                 self.starting = not all(st["serving"] for st in status["pods"].values())
                 last_publish = time.monotonic()
         self.shutdown()

@@ -331,3 +331,6 @@ def create_ingress_kind(agent, m, req):
 
 # kubectl's routes (discovery, Tables, watch, patch, logs) go before the ones above.
 from . import kuberoutes  # noqa: E402,F401
+
+# apps/v1 (runtime/appsroutes.py): Deployments, ReplicaSets, DaemonSets, StatefulSets.
+from . import appsroutes  # noqa: E402,F401

@@ -19,6 +19,7 @@ from ..model.cluster import Cluster
 from ..model.errors import InvalidError, LabError, NotFoundError, StateError
 from ..model.objects import Pod, ReplicationController, Service
 from ..plan import network as netplan
+from ..model.workloads import APPS_KINDS
 from .api import Conflict
 
 
@@ -153,6 +154,8 @@ def _scale_to(cluster: Cluster, rc: ReplicationController) -> None:
 
 
 def _exists(cluster: Cluster, obj) -> bool:
+    if obj.kind in APPS_KINDS:
+        return obj.ref in cluster.apps
     if obj.kind == "NetworkPolicy":
         return obj.meta.key in cluster.policies
     if obj.kind == "Namespace":
@@ -190,6 +193,8 @@ def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply"
                 cluster.rcs[obj.meta.key] = obj
                 _scale_to(cluster, obj)
                 results.append(f"replicationcontroller/{obj.meta.name} configured")
+            elif obj.kind in APPS_KINDS:
+                results.append(_replace_workload(cluster, obj, kubelet))
             elif obj.kind == "NetworkPolicy":
                 # Felix follows at once: the sync below rewrites the policy's chains and ipsets.
                 obj.created = cluster.policies[obj.meta.key].created
@@ -211,6 +216,33 @@ def apply(cluster: Cluster, objects: list, kubelet: Kubelet, mode: str = "apply"
         cluster.admit(_with_ingress_addon(cluster, fresh))
         return results + [f"{o.kind.lower()}/{o.meta.name} created" for o in fresh]
     return _changing(cluster, kubelet, change)
+
+
+def _replace_workload(cluster: Cluster, obj, kubelet: Kubelet) -> str:
+    """kubectl apply on an existing apps/v1 object: the new spec is stored; a Deployment's new
+    template is rolled out by the agent's controller, step by step (runtime/appsctl.py)."""
+    from ..model import workloads
+    old = cluster.apps[obj.ref]
+    obj.owner = obj.owner or old.owner
+    if isinstance(obj, workloads.ReplicaSet):
+        obj.meta.annotations = {**old.meta.annotations, **obj.meta.annotations}
+    cluster.apps[obj.ref] = obj
+    if isinstance(obj, workloads.ReplicaSet):
+        workloads.scale_replicaset(cluster, obj, obj.replicas, kubelet.ready_pods())
+    same = workloads.manifest(old).get("spec") == workloads.manifest(obj).get("spec")
+    return f"{obj.kind.lower()}.apps/{obj.meta.name} {'unchanged' if same else 'configured'}"
+
+
+def step_controllers(cluster: Cluster, kubelet: Kubelet, ready: set[str], available: set[str]) -> list[str]:
+    """One step of the apps/v1 controllers (model/workloads.plan), as one transaction; nothing
+    is written when there is nothing to do."""
+    from ..model import workloads
+    if not cluster.apps:
+        return []
+    actions = workloads.plan(cluster, ready, available)
+    if not actions:
+        return []
+    return _changing(cluster, kubelet, lambda: workloads.act(cluster, actions, ready))
 
 
 def _replace_ingress_kind(cluster: Cluster, obj) -> str:
@@ -259,9 +291,36 @@ def _update_pod(cluster: Cluster, new: Pod) -> None:
     old.meta.labels, old.meta.annotations, old.meta.raw = dict(new.meta.labels), dict(new.meta.annotations), raw
 
 
-def scale(cluster: Cluster, name: str, namespace: str, replicas: int, kubelet: Kubelet) -> str:
+APPS_RESOURCES = {"deployments": "Deployment", "replicasets": "ReplicaSet", "daemonsets": "DaemonSet",
+                  "statefulsets": "StatefulSet"}
+
+
+def workload(cluster: Cluster, kind: str, name: str, namespace: str):
+    """An apps/v1 object by resource (deployments, ...) or kind."""
+    kind = APPS_RESOURCES.get(kind, kind)
+    obj = cluster.apps.get(f"{kind}/{namespace}/{name}")
+    if obj is None:
+        plural = next((r for r, k in APPS_RESOURCES.items() if k == kind), kind)
+        raise NotFoundError(f'{plural}.apps "{name}" not found in namespace "{namespace}"')
+    return obj
+
+
+def scale(cluster: Cluster, name: str, namespace: str, replicas: int, kubelet: Kubelet,
+          kind: str = "rcs") -> str:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 100000:
         raise InvalidError("must be an integer from 0 to 100000", value=replicas, field="spec.replicas")
+
+    def change_workload() -> list[str]:
+        from ..model import workloads
+        obj = workload(cluster, kind, name, namespace)
+        if obj.kind == "DaemonSet":
+            raise InvalidError("a DaemonSet has no replicas: it runs one pod per node", field="spec.replicas")
+        obj.replicas = replicas
+        if obj.kind == "ReplicaSet":
+            workloads.scale_replicaset(cluster, obj, replicas, kubelet.ready_pods())
+        return [f"{obj.kind.lower()}.apps/{name} scaled"]
+    if kind in APPS_RESOURCES or kind in APPS_KINDS:
+        return _changing(cluster, kubelet, change_workload)[0]
 
     def change() -> list[str]:
         rc = _rc(cluster, name, namespace)
@@ -303,11 +362,20 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
                 cluster.remove_pod(pod.meta.key)
             del cluster.rcs[rc.meta.key]
             return [f'replicationcontroller "{name}" deleted']
+        if kind in APPS_RESOURCES:
+            obj = workload(cluster, kind, name, namespace)
+            from ..model import workloads
+            doomed = [obj] + (workloads.owned_replicasets(cluster, obj) if obj.kind == "Deployment" else [])
+            for o in doomed:        # cascading deletion: the ReplicaSets, then every pod
+                for pod in workloads.owned_pods(cluster, o):
+                    cluster.remove_pod(pod.meta.key)
+                del cluster.apps[o.ref]
+            return [f'{obj.kind.lower()}.apps "{name}" deleted']
         if kind == "pods":
             pod = cluster.pod(name, namespace)
             cluster.remove_pod(pod.meta.key)
             # Its controller notices at once and makes a replacement with a new name and IP.
-            for rc in cluster.rcs.values():
+            for rc in cluster.controllers():
                 if rc.meta.namespace == namespace and rc.selector.matches(pod.meta.labels):
                     cluster.reconcile_rc(rc)
             return [f'pod "{name}" deleted']
@@ -322,6 +390,8 @@ def delete(cluster: Cluster, kind: str, name: str, namespace: str, kubelet: Kube
                 cluster.remove_service(key)
             for key in [k for k in cluster.rcs if k.startswith(name + "/")]:
                 del cluster.rcs[key]
+            for key in [k for k, o in cluster.apps.items() if o.meta.namespace == name]:
+                del cluster.apps[key]
             for key in [k for k in cluster.policies if k.startswith(name + "/")]:
                 del cluster.policies[key]
             for store in (cluster.endpoints, cluster.slices, cluster.ingresses, cluster.secrets):
@@ -353,7 +423,7 @@ def evict_node(cluster: Cluster, node: str, kubelet: Kubelet) -> list[str]:
         gone = [p.meta.key for p in cluster.pods_on(node)]
         for key in gone:
             cluster.remove_pod(key)
-        for rc in cluster.rcs.values():
+        for rc in cluster.controllers():
             cluster.reconcile_rc(rc)
         return gone
     return _changing(cluster, kubelet, change)
