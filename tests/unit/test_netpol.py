@@ -149,7 +149,7 @@ def test_compiled_layout_is_felixs():
     assert f"-A cali-from-wl-dispatch -i {iface} -g {fw}" in text
     assert f"-A {tw} -m mark --mark 0x0/0x10000 -j {pi}" in text
     assert "Drop if no policies passed packet (ingress policies of default/web: deny, web)" in text
-    assert f"Profile kns.default: no policy isolates web for egress" in text
+    assert "Profile kns.default: no policy isolates web for egress" in text
     assert "-m tcp --dport 9000:9010" in text and "-s 192.168.56.0/24 -m set ! --match-set cali40s:" in text
     kinds = {s.kind: s for s in out.ipsets.values()}
     assert kinds["hash:ip"].members == [c.pod("client").pod_ip]
