@@ -2,6 +2,7 @@
 command's start-up (no model, no kernel layer beyond listing /run/netns)."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from . import state
@@ -21,7 +22,8 @@ def running_labs() -> list[str]:
 
 
 def resolve_lab(lab: Optional[str]) -> str:
-    """The lab a command acts on: the one named, or the only one running."""
+    """The lab a command acts on: the one named (--lab, else $NETLAB_LAB), or the only one running."""
+    lab = lab or os.environ.get("NETLAB_LAB") or None
     labs = running_labs()
     if lab:
         if lab not in labs:

@@ -15,6 +15,7 @@ from .objects import parse_object
 from .schema import LIST, find_unknown, unknown_field_message
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+LESSON_FILE = "lesson.yaml"     # a course lesson's checks (netlab/course), not a manifest
 
 
 # Limits on what one manifest file may ask of the loader. A lab directory may come from the
@@ -170,7 +171,8 @@ def manifest_files(path: Path) -> list[Path]:
     if not path.is_dir():
         raise LabError("no such lab directory or file", file=str(path))
     files = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                   and p.name != LESSON_FILE)
     if not files:
         raise LabError("no manifests (*.yaml, *.yml, *.json) found", file=str(path))
     return files
