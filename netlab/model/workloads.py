@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -47,6 +48,7 @@ class Workload:
     raw_template: dict = field(default_factory=dict)
     min_ready: int = 0
     owner: str = ""                  # "Deployment/<name>" for a Deployment's ReplicaSets
+    created: float = 0.0
 
     kind = ""
     api_version = APPS
@@ -146,8 +148,12 @@ def _parse(doc: dict, w: _Where, cls, suffix_len: int):
         ref = w.map(ref, f"metadata.ownerReferences[{i}]")
         if ref.get("controller") is True:
             owner = f'{ref.get("kind")}/{ref.get("name")}'
+    try:
+        created = float((md.get("annotations") or {}).get("netlab/created", 0))
+    except (TypeError, ValueError):
+        created = 0.0
     obj = cls(meta=meta, replicas=replicas, selector=selector, template_labels=tlabels,
-              template=pod_spec, raw_template=template, min_ready=min_ready, owner=owner)
+              template=pod_spec, raw_template=template, min_ready=min_ready, owner=owner, created=created)
     return obj, spec
 
 
@@ -229,6 +235,8 @@ def manifest(obj: Workload) -> dict:
     md = doc.setdefault("metadata", {})
     if obj.meta.annotations:
         md["annotations"] = {**(md.get("annotations") or {}), **obj.meta.annotations}
+    if obj.created:
+        md["annotations"] = {**(md.get("annotations") or {}), "netlab/created": repr(obj.created)}
     return doc
 
 
@@ -572,6 +580,7 @@ def admit(cluster, obj: Workload) -> list:
         raise InvalidError(f"{obj.kind} {obj.meta.key} already exists", file=obj.meta.source,
                            obj=f"{obj.kind}/{obj.meta.name}", field="metadata.name")
     obj.meta.raw = obj.meta.raw or {}
+    obj.created = obj.created or time.time()
     cluster.apps[obj.ref] = obj
     added = [obj]
     if isinstance(obj, ReplicaSet):

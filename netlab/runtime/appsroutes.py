@@ -44,14 +44,27 @@ def route(method: str, pattern: str):
 def view(agent, obj) -> dict:
     """The object as the API serves it: its manifest, metadata filled in, and live status."""
     cluster = agent.cluster
+    from . import kubeobjects as ko
     doc = W.manifest(obj)
     doc["apiVersion"], doc["kind"] = W.APPS, obj.kind
     md = doc.setdefault("metadata", {})
     md["name"], md["namespace"] = obj.meta.name, obj.meta.namespace
-    md.setdefault("uid", W.template_hash({"ref": obj.ref}))
+    ann = md.get("annotations") or {}
+    for key in ko.INTERNAL_ANNOTATIONS:
+        ann.pop(key, None)
+    if ann:
+        md["annotations"] = ann
+    else:
+        md.pop("annotations", None)
+    md.setdefault("uid", ko.uid_of(agent.lab, obj.kind, obj.meta.key, obj.created))
     md.setdefault("generation", 1)
-    md.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
-        getattr(agent, "started", None) or time.time())))
+    md.setdefault("creationTimestamp", ko.timestamp(obj.created))
+    if obj.owner:
+        kind, _, name = obj.owner.partition("/")
+        owner = agent.cluster.apps.get(f"{kind}/{obj.meta.namespace}/{name}")
+        for ref in md.get("ownerReferences") or []:
+            if owner is not None and ref.get("kind") == kind and ref.get("name") == name:
+                ref["uid"] = ko.uid_of(agent.lab, kind, owner.meta.key, owner.created)
     ready = agent.ready_pods()
     avail = agent.available_pods() if hasattr(agent, "available_pods") else ready
     if isinstance(obj, W.Deployment):
@@ -98,32 +111,25 @@ def discovery(agent, m, req):
 
 @route("GET", _APPS + r"(?:/namespaces/(?P<ns>[^/]+))?/" + _RES + "(?:/" + _NAME + ")?")
 def read(agent, m, req):
-    docs = _list(agent, m["res"], m["ns"])
-    name = m["name"] or _field_name(req)
-    if name:
-        docs = [d for d in docs if d["metadata"]["name"] == name]
-        if not docs and m["name"]:
-            raise NotFoundError(f'{m["res"]}.apps "{name}" not found')
-    if req.query.get("watch") in ("1", "true"):
-        rv = str(int(time.time() * 1000))
-        return 200, {"kind": "WatchEvents", "resourceVersion": rv,
-                     "events": [{"type": "MODIFIED", "object": _stamped(d, rv)} for d in docs]}
-    if m["name"]:
-        return 200, docs[0]
-    return 200, {"kind": f"{_kind(m['res'])}List", "apiVersion": W.APPS,
-                 "metadata": {"resourceVersion": str(int(time.time() * 1000))}, "items": docs}
-
-
-def _field_name(req: Request) -> str:
-    for part in (req.query.get("fieldSelector") or "").split(","):
-        if part.startswith("metadata.name="):
-            return part.split("=", 1)[1]
-    return ""
-
-
-def _stamped(doc: dict, rv: str) -> dict:
-    doc["metadata"]["resourceVersion"] = rv
-    return doc
+    """As kuberoutes serves core objects: resourceVersions by content, Tables, watch events."""
+    from . import kubeobjects as ko
+    from . import kuberoutes as kr
+    res, ns, name = m["res"], m["ns"], m["name"]
+    _, versions = kr.state(agent)
+    docs = kr._sorted(versions.observe(res, _list(agent, res, None)))
+    if req.query.get("watch") in ("1", "true", "True"):
+        return kr._watch(agent, res, ns, name, req, docs)
+    found = kr._filter(docs, req, ns, name)
+    if name is not None and not found:
+        raise NotFoundError(f'{res}.apps "{name}" not found')
+    version = ko.wants_table(req.headers.get("accept", ""))
+    rv = str(versions.current)
+    if version:
+        return 200, ko.table(res, found, version, req.query.get("includeObject", "Metadata"), rv)
+    if name is not None:
+        return 200, found[0]
+    return 200, {"kind": f"{_kind(res)}List", "apiVersion": W.APPS, "metadata": {"resourceVersion": rv},
+                 "items": found}
 
 
 def _check(obj, res: str, ns: str, name) -> None:
@@ -269,6 +275,62 @@ def rollback(agent, m, req):
     new.meta.source = dep.meta.source
     agent.apply([new], mode="replace")
     return 200, ok_status(f"deployment.apps/{dep.meta.name} rolled back")
+
+
+@route("GET", r"/apis")
+def api_groups(agent, m, req):
+    """The API groups kubectl discovers: apps/v1 here (networking.k8s.io is served, unlisted)."""
+    from . import kubeobjects as ko
+    groups = ko.api_groups()
+    gv = {"groupVersion": W.APPS, "version": "v1"}
+    groups["groups"] = [g for g in groups["groups"] if g.get("name") != "apps"] + [
+        {"name": "apps", "versions": [gv], "preferredVersion": gv}]
+    return 200, groups
+
+
+def _tables() -> None:
+    """kubectl get's columns, as the API server's Table for each kind."""
+    from . import kubeobjects as ko
+    col = ko._col
+
+    def age(d):
+        return ko.age_of(d["metadata"].get("creationTimestamp"))
+
+    def containers(d):
+        cs = ((d["spec"].get("template") or {}).get("spec") or {}).get("containers") or []
+        return [",".join(c["name"] for c in cs), ",".join(c.get("image", "") for c in cs)]
+
+    def selector(d):
+        sel = d["spec"].get("selector") or {}
+        return ",".join(f"{k}={v}" for k, v in (sel.get("matchLabels") or {}).items()) or "<none>"
+    wide = [col("Containers", priority=1), col("Images", priority=1), col("Selector", priority=1)]
+    ko.TABLES["deployments"] = (
+        [col("Name", fmt="name"), col("Ready"), col("Up-to-date", "integer"), col("Available", "integer"),
+         col("Age")] + wide,
+        lambda d: [d["metadata"]["name"], f'{d["status"]["readyReplicas"]}/{d["spec"].get("replicas", 1)}',
+                   d["status"]["updatedReplicas"], d["status"]["availableReplicas"], age(d)]
+        + containers(d) + [selector(d)])
+    ko.TABLES["replicasets"] = (
+        [col("Name", fmt="name"), col("Desired", "integer"), col("Current", "integer"), col("Ready", "integer"),
+         col("Age")] + wide,
+        lambda d: [d["metadata"]["name"], d["spec"].get("replicas", 1), d["status"]["replicas"],
+                   d["status"]["readyReplicas"], age(d)] + containers(d) + [selector(d)])
+    ko.TABLES["daemonsets"] = (
+        [col("Name", fmt="name"), col("Desired", "integer"), col("Current", "integer"), col("Ready", "integer"),
+         col("Up-to-date", "integer"), col("Available", "integer"), col("Node Selector"), col("Age")] + wide,
+        lambda d: [d["metadata"]["name"], d["status"]["desiredNumberScheduled"],
+                   d["status"]["currentNumberScheduled"], d["status"]["numberReady"],
+                   d["status"]["updatedNumberScheduled"], d["status"]["numberAvailable"],
+                   ",".join(f"{k}={v}" for k, v in (((d["spec"].get("template") or {}).get("spec") or {})
+                                                    .get("nodeSelector") or {}).items()) or "<none>", age(d)]
+        + containers(d) + [selector(d)])
+    ko.TABLES["statefulsets"] = (
+        [col("Name", fmt="name"), col("Ready"), col("Age")] + wide[:2],
+        lambda d: [d["metadata"]["name"], f'{d["status"]["readyReplicas"]}/{d["spec"].get("replicas", 1)}',
+                   age(d)] + containers(d))
+
+
+_tables()
 
 
 def _install() -> None:

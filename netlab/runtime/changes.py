@@ -224,6 +224,7 @@ def _replace_workload(cluster: Cluster, obj, kubelet: Kubelet) -> str:
     from ..model import workloads
     old = cluster.apps[obj.ref]
     obj.owner = obj.owner or old.owner
+    obj.created = old.created
     if isinstance(obj, workloads.ReplicaSet):
         obj.meta.annotations = {**old.meta.annotations, **obj.meta.annotations}
     cluster.apps[obj.ref] = obj

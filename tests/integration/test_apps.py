@@ -152,7 +152,11 @@ spec:
     metadata: {labels: {app: agent}}
     spec:
       nodeSelector: {edge: "true"}
-      containers: [{name: a, image: example/agent, ports: [{containerPort: 8080}]}]
+      containers:
+      - name: a
+        image: example/agent
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -187,6 +191,8 @@ def test_daemonset_one_pod_per_matching_node(make_lab):
             break
         time.sleep(0.2)
     assert on == ["node1", "node3"]
+    wait_rollout(lab, "daemonsets", "agent", timeout=30)      # the replacement is ready
+    c = engine.load(lab)
     for pod in (p for p in c.pods.values() if p.meta.labels.get("app") == "agent"):
         assert http_get(c.pod_netns(pod), pod.pod_ip, 8080, "/hostname") == pod.meta.name
 
@@ -248,3 +254,48 @@ def test_statefulset_in_order_with_stable_dns_names(make_lab):
         fqdn = f"{pod.meta.name}.db.default.svc.cluster.local"
         out = in_pod(pods[0], "dig", "+short", "+time=2", "+tries=2", fqdn).split()
         assert out == [pod.pod_ip], (fqdn, out)
+
+
+KUBECTL_LAB = """
+apiVersion: netlab/v1
+kind: Lab
+metadata: {name: ignored}
+spec: {nodes: 2, dns: false}
+"""
+
+
+def test_kubectl_apply_get_set_image_and_rollout_status(make_lab, tmp_path):
+    """The real kubectl against the lab: apply a Deployment, get it, change its image with
+    `kubectl set image`, follow `kubectl rollout status` to the end, scale it."""
+    import json
+    import os
+    import sys
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("no kubectl installed (scripts/setup.sh installs kubernetes-client)")
+    cluster = make_lab(manifests=KUBECTL_LAB)
+    config = subprocess.run([sys.executable, "-m", "netlab", "kubeconfig", "--lab", cluster.name],
+                            capture_output=True, text=True, check=True).stdout.strip()
+
+    def kube(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        r = subprocess.run([kubectl, *args], capture_output=True, text=True, input=stdin, timeout=timeout,
+                           env=dict(os.environ, KUBECONFIG=config, HOME=str(tmp_path)))
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
+        return r.stdout
+    assert "deployment.apps/web created" in kube("apply", "-f", "-", stdin=DEPLOY.replace("IMAGE", "2.40"))
+    out = kube("rollout", "status", "deployment/web", "--timeout=40s", timeout=50)
+    assert 'deployment "web" successfully rolled out' in out
+    table = kube("get", "deploy")
+    assert table.split("\n")[0].split()[:4] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE"]
+    assert table.split("\n")[1].split()[:4] == ["web", "2/2", "2", "2"]
+    kube("set", "image", "deployment/web", "web=registry.k8s.io/e2e-test-images/agnhost:2.41")
+    out = kube("rollout", "status", "deployment/web", "--timeout=40s", timeout=50)
+    assert out.strip().endswith('deployment "web" successfully rolled out')
+    rss = json.loads(kube("get", "rs", "-o", "json"))["items"]
+    assert sorted((rs["metadata"]["annotations"][W.REVISION], rs["spec"]["replicas"]) for rs in rss) == \
+        [("1", 0), ("2", 2)]
+    kube("scale", "deployment/web", "--replicas=1")
+    kube("rollout", "status", "deployment/web", "--timeout=30s", timeout=40)
+    pods = json.loads(kube("get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    assert len(pods) == 1 and pods[0]["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+    assert "deleted" in kube("delete", "deployment", "web")
