@@ -172,7 +172,10 @@ def session_affinity(view: LabView, ev: Evidence) -> str:
 
 
 def _empty(view: LabView) -> list[tuple[Service, ServicePort]]:
-    return [(s, p) for s, p in view.service_ports("TCP") if not view.endpoints(s, p)]
+    """Services whose selector matches no ready pod. A Service without a selector (such as
+    default/kubernetes) has hand-written Endpoints instead, and ExternalName has none at all."""
+    return [(s, p) for s, p in view.service_ports("TCP")
+            if s.selector is not None and s.type != "ExternalName" and not view.endpoints(s, p)]
 
 
 @check("no-endpoints-reject",
