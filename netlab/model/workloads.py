@@ -33,6 +33,7 @@ from .selectors import Selector, selector_from_api
 APPS = "apps/v1"
 APPS_KINDS = ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet")
 HASH_LABEL = "pod-template-hash"
+REVISION_LABEL = "controller-revision-hash"      # DaemonSet and StatefulSet pods: their template's
 REVISION = "deployment.kubernetes.io/revision"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -275,7 +276,8 @@ def statefulset_pod(sts: StatefulSet, ordinal: int) -> dict:
     template = copy.deepcopy(sts.raw_template)
     md = template.get("metadata") or {}
     labels = {**(md.get("labels") or {}), "statefulset.kubernetes.io/pod-name": name,
-              "apps.kubernetes.io/pod-index": str(ordinal)}
+              "apps.kubernetes.io/pod-index": str(ordinal),
+              REVISION_LABEL: f"{sts.meta.name}-{template_hash(sts.raw_template)}"}
     spec = copy.deepcopy(template.get("spec") or {})
     spec["hostname"] = name
     if sts.service_name:
@@ -295,7 +297,9 @@ def daemonset_pod(ds: DaemonSet, name: str, node: str) -> dict:
     spec["nodeName"] = node
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {**{k: v for k, v in md.items() if k in ("annotations",)},
-                         "name": name, "namespace": ds.meta.namespace, "labels": dict(md.get("labels") or {}),
+                         "name": name, "namespace": ds.meta.namespace,
+                         "labels": {**(md.get("labels") or {}),
+                                    REVISION_LABEL: f"{ds.meta.name}-{template_hash(ds.raw_template)}"},
                          "generateName": ds.meta.name + "-",
                          "ownerReferences": [{"apiVersion": APPS, "kind": "DaemonSet", "name": ds.meta.name,
                                               "controller": True}]},
@@ -445,8 +449,15 @@ def deployment_status(cluster, dep: Deployment, available: set[str], ready: Opti
                                                                  else "is progressing.") if new else ""}]}
 
 
-def plan_daemonset(cluster, ds: DaemonSet) -> list:
-    """One pod per node whose labels match the template's nodeSelector."""
+def _outdated(obj: Workload, pods: list[Pod]) -> list[Pod]:
+    current = f"{obj.meta.name}-{template_hash(obj.raw_template)}"
+    return [p for p in pods if p.meta.labels.get(REVISION_LABEL) != current]
+
+
+def plan_daemonset(cluster, ds: DaemonSet, ready: Optional[set[str]] = None) -> list:
+    """One pod per node whose labels match the template's nodeSelector. A changed template
+    rolls as the RollingUpdate strategy does with maxUnavailable 1: once every pod is ready,
+    one outdated pod is deleted, and its node gets a new one."""
     pods = owned_pods(cluster, ds)
     on = {}
     actions = []
@@ -462,6 +473,10 @@ def plan_daemonset(cluster, ds: DaemonSet) -> list:
     for n in cluster.nodes:
         if n.name in wanted and n.name not in on:
             actions.append(("pod", daemonset_pod(ds, cluster.new_pod_name(ds.meta.name, ds.meta.namespace), n.name)))
+    if not actions and ready is not None and all(p.meta.key in ready for p in pods):
+        old = _outdated(ds, pods)
+        if old:
+            actions.append(("delete_pod", old[0].meta.key))
     return actions
 
 
@@ -484,6 +499,12 @@ def plan_statefulset(cluster, sts: StatefulSet, ready: set[str]) -> list:
                 return actions
         elif not sts.parallel and f"{ns}/{name}" not in ready:
             return actions
+    if not actions and all(p.meta.key in ready for p in have.values()):
+        # RollingUpdate: the highest ordinal with an outdated template goes first; it comes
+        # back with the new one, and the next goes once it is ready.
+        old = sorted(_outdated(sts, list(have.values())), key=lambda p: -_ordinal(sts, p.meta.name))
+        if old:
+            actions.append(("delete_pod", old[0].meta.key))
     return actions
 
 
@@ -515,7 +536,7 @@ def plan(cluster, ready: set[str], available: set[str]) -> list:
         if isinstance(obj, Deployment):
             actions += plan_deployment(cluster, obj, ready, available)
         elif isinstance(obj, DaemonSet):
-            actions += plan_daemonset(cluster, obj)
+            actions += plan_daemonset(cluster, obj, ready)
         elif isinstance(obj, StatefulSet):
             actions += plan_statefulset(cluster, obj, ready)
         elif isinstance(obj, ReplicaSet) and len(owned_pods(cluster, obj)) != obj.replicas:

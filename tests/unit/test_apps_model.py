@@ -181,3 +181,100 @@ def test_statefulset_in_order_with_stable_names():
     sts.replicas = 1
     W.act(c, W.plan(c, ready, ready), ready)
     assert "default/db-2" not in c.pods and "default/db-1" in c.pods
+
+
+REAL = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  annotations:
+    deployment.kubernetes.io/revision: "1"
+  creationTimestamp: "2024-05-01T10:00:00Z"
+  generation: 1
+  labels: {app: nginx}
+  name: nginx
+  namespace: default
+  resourceVersion: "1234"
+  uid: 5d2b1c62-8a0c-4c8e-9a53-0c6b7f0e2a11
+spec:
+  progressDeadlineSeconds: 600
+  replicas: 2
+  revisionHistoryLimit: 10
+  selector:
+    matchLabels: {app: nginx}
+  strategy:
+    rollingUpdate: {maxSurge: 25%, maxUnavailable: 25%}
+    type: RollingUpdate
+  template:
+    metadata:
+      creationTimestamp: null
+      labels: {app: nginx}
+    spec:
+      containers:
+      - image: nginx:1.25
+        imagePullPolicy: IfNotPresent
+        name: nginx
+        ports:
+        - {containerPort: 80, protocol: TCP}
+        resources: {}
+        terminationMessagePath: /dev/termination-log
+        terminationMessagePolicy: File
+      dnsPolicy: ClusterFirst
+      restartPolicy: Always
+      schedulerName: default-scheduler
+      securityContext: {}
+      terminationGracePeriodSeconds: 30
+status:
+  availableReplicas: 2
+  observedGeneration: 1
+  readyReplicas: 2
+  replicas: 2
+  updatedReplicas: 2
+"""
+
+
+def test_a_deployment_as_kubectl_get_prints_it_loads_unchanged():
+    import yaml
+    c = cluster()
+    added = c.admit([parse_object(yaml.safe_load(REAL), "nginx.yaml")])
+    dep = added[0]
+    assert (dep.max_surge, dep.max_unavailable, dep.replicas) == ("25%", "25%", 2)
+    assert W.scaled("25%", 2, True) == 1 and W.scaled("25%", 2, False) == 0
+    assert len([o for o in added if o.kind == "Pod"]) == 2
+
+
+def test_statefulset_and_daemonset_roll_a_new_template_one_pod_at_a_time():
+    c = cluster()
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+           "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                    "template": {"metadata": {"labels": {"app": "db"}},
+                                 "spec": {"containers": [{"name": "c", "image": "netexec"}]}}}}
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ag"},
+          "spec": {"selector": {"matchLabels": {"app": "ag"}},
+                   "template": {"metadata": {"labels": {"app": "ag"}},
+                                "spec": {"containers": [{"name": "c", "image": "netexec"}]}}}}
+    c.admit([parse_object(sts, "s.yaml"), parse_object(ds, "d.yaml")])
+    for _ in range(5):
+        ready = set(c.pods)
+        W.act(c, W.plan(c, ready, ready), ready)
+    before = {k: p.uid for k, p in c.pods.items()}
+    for doc in (sts, ds):
+        doc = copy.deepcopy(doc)
+        doc["spec"]["template"]["spec"]["containers"][0]["image"] = "netexec:2"
+        new = parse_object(doc, "x.yaml")
+        new.created = 1.0
+        c.apps[new.ref] = new
+    deleted_first = None
+    for _ in range(20):
+        ready = set(c.pods)
+        actions = W.plan(c, ready, ready)
+        if not actions:
+            break
+        assert sum(a[0] == "delete_pod" for a in actions if "db-" in str(a[1])) <= 1
+        if deleted_first is None and any(a[0] == "delete_pod" and "db-" in a[1] for a in actions):
+            deleted_first = next(a[1] for a in actions if a[0] == "delete_pod" and "db-" in a[1])
+        W.act(c, actions, ready)
+    assert deleted_first == "default/db-1"            # the highest ordinal first
+    assert all(p.spec.containers[0].image == "netexec:2" for p in c.pods.values())
+    assert sorted(k for k in c.pods if "db-" in k) == ["default/db-0", "default/db-1"]
+    assert len([k for k in c.pods if "ag-" in k]) == 2 and not set(before) & {k for k in c.pods if "ag-" in k}
