@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "ci"
 
 pytestmark = pytest.mark.root
+pytest_plugins = ["pytester"]
 
 
 def test_the_example_suite_passes(tmp_path):
@@ -37,3 +38,13 @@ def test_the_workflow_names_what_exists():
     assert any(s.get("uses", "").startswith("actions/upload-artifact") for s in steps)
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'name = "k8s-netlab"' in pyproject and "[project.entry-points.pytest11]" in pyproject
+
+
+def test_the_readme_example_runs_as_written(pytester):
+    """Docs are code: the README's pytest example, run as a user's test file from the repo."""
+    section = (REPO / "README.md").read_text().split("## Labs in your own pytest suite")[1].split("\n## ")[0]
+    code = section.split("```python\n")[1].split("```")[0]
+    code = code.replace('"examples/ci/labs/web"', repr(str(EXAMPLE / "labs" / "web")))
+    pytester.makepyfile(test_readme=code)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=1)
