@@ -16,9 +16,10 @@ fi
 # nginx-light is the ingress controller's nginx (openssl makes its default certificate), wrk
 # loads it in bench/bench_ingress.py; bird2 is the calico backend's BGP daemon (one BIRD per
 # node) and ipset holds its NetworkPolicy selectors, as Felix's.
+# graphviz draws `netlab graph` (the course's pictures).
 # mininet is only for the benchmarks' comparison runs.
 PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base dnsutils redis-server
-          redis-tools iperf3 tcpdump python3 python3-venv catatonit nginx-light openssl wrk bird2 ipset)
+          redis-tools iperf3 tcpdump python3 python3-venv catatonit nginx-light openssl wrk bird2 ipset graphviz)
 BENCH_PACKAGES=(mininet bridge-utils)
 # The real kubectl against a lab's API (openssl also makes the lab's CA and API certificate):
 # Debian's kubernetes-client (kubectl 1.20), unless a kubectl is installed already.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -47,12 +48,36 @@ def pod_names(lab: str) -> list[str]:
     return [p.meta.name for p in LabView.load(lab).pods]
 
 
+def svg_body(svg: str) -> str:
+    """The drawing without Graphviz's comments (its version line)."""
+    return re.sub(r"<!--.*?-->", "", svg, flags=re.S).strip()
+
+
+def check_picture(lesson, lab: str) -> None:
+    """The README's picture of its own lab (graph.svg in its directory) is what `netlab
+    graph --stable` draws of the live lab; NETLAB_UPDATE_GRAPHS=1 rewrites it."""
+    if "](graph.svg)" not in (lesson.dir / "README.md").read_text():
+        return
+    if not shutil.which("dot"):
+        pytest.skip("Graphviz (dot) is not installed")
+    from netlab import graph
+    from netlab.probe.lab import LabView
+    drawn = graph.render(graph.to_dot(graph.describe(LabView.load(lab), stable=True)), "svg").decode()
+    committed = lesson.dir / "graph.svg"
+    if os.environ.get("NETLAB_UPDATE_GRAPHS"):
+        committed.write_text(drawn)
+    assert committed.is_file(), f"{committed} missing: run with NETLAB_UPDATE_GRAPHS=1"
+    assert svg_body(committed.read_text()) == svg_body(drawn), \
+        f"{committed} is not the live lab's picture: run with NETLAB_UPDATE_GRAPHS=1"
+
+
 @pytest.mark.parametrize("lesson", LESSONS, ids=[x.id for x in LESSONS])
 def test_lesson_readme_runs(lesson, course_env):
     lab = course_env
     started = time.perf_counter()
     course.start(lesson)
     up = time.perf_counter() - started
+    check_picture(lesson, lab)
     cmds = docs.commands(lesson.dir / "README.md")
     assert cmds, f"{lesson.id}: no runnable blocks"
     assert any("course check" in c.line for c in cmds), f"{lesson.id}: README never runs its check"
