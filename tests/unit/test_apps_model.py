@@ -278,3 +278,10 @@ def test_statefulset_and_daemonset_roll_a_new_template_one_pod_at_a_time():
     assert all(p.spec.containers[0].image == "netexec:2" for p in c.pods.values())
     assert sorted(k for k in c.pods if "db-" in k) == ["default/db-0", "default/db-1"]
     assert len([k for k in c.pods if "ag-" in k]) == 2 and not set(before) & {k for k in c.pods if "ag-" in k}
+
+
+def test_pod_security_applies_to_templates():
+    doc = deploy_doc()
+    doc["spec"]["template"]["spec"]["volumes"] = [{"name": "root", "hostPath": {"path": "/"}}]
+    with pytest.raises(LabError, match="spec.template.spec.volumes"):
+        parse_object(doc, "d.yaml")
