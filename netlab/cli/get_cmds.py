@@ -32,7 +32,7 @@ def _resource(kind: str) -> str:
     found = RESOURCES.get(kind.lower())
     if not found:
         raise LabError(f'the server doesn\'t have a resource type "{kind}" '
-                       f"(netlab knows: nodes, pods, services, endpoints, rc, namespaces, ingresses, ingressclasses, secrets)")
+                       f"(netlab knows: nodes, pods, services, endpoints, rc, deployments, replicasets, daemonsets, statefulsets, namespaces, ingresses, ingressclasses, secrets)")
     return found
 
 
@@ -98,7 +98,7 @@ def _pods_table_from_api(kind: str, output: str, lab: Optional[str]) -> bool:
 
 
 @app.command()
-def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpoints (ep), rc or namespaces."),
+def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpoints (ep), rc, deploy, rs, ds, sts or namespaces."),
         name: Optional[str] = typer.Argument(None, help="Only this object."),
         lab: Optional[str] = LabOption, namespace: str = NamespaceOption,
         all_namespaces: bool = AllNamespacesOption,

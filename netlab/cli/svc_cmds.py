@@ -14,7 +14,7 @@ from .output import table
 @app.command("apply")
 def apply_(filename: Path = typer.Option(..., "--filename", "-f", help="Manifest file or directory."),
            lab: Optional[str] = LabOption) -> None:
-    """Create or update Pods, RCs, Services and Namespaces in a running lab."""
+    """Create or update objects (Pods, RCs, Deployments, Services, ...) in a running lab."""
     from .. import engine
     from ..model.loader import load_objects
     name = lab_name(lab)
