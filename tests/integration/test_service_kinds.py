@@ -164,6 +164,30 @@ def test_external_traffic_policy_local_keeps_the_client_and_drops_without_local_
     assert http_get(lab.pod_netns(lab.pod("client2")), node2.internal_ip, 30081, "/hostname") == "web-a"
 
 
+def test_verify_proves_the_local_policy_node_by_node(lab):
+    """verify's nodeport-local: node1 (its pod) serves with the client's address kept, node2
+    drops; and it fails when node2's DROP rule is gone (its NodePort would answer then)."""
+    import json
+    import subprocess
+    import sys
+    run = [sys.executable, "-m", "netlab", "verify", "nodeport-local", "--lab", lab.name, "-o", "json"]
+
+    def verify() -> tuple[int, str]:
+        proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+        return proc.returncode, {c["id"]: c for c in json.loads(proc.stdout)["checks"]}["nodeport-local"]["status"]
+    assert verify() == (0, "pass")
+    node2 = lab.nodes[1]
+    saved = iptables.save(node2.netns, "filter")      # kube-proxy's DROP is a filter rule
+    drops = [line.replace("-A ", "-D ", 1) for line in saved.splitlines()
+             if "default/local" in line and "has no local endpoints" in line and "-j DROP" in line]
+    assert drops
+    try:
+        iptables.restore(node2.netns, "*filter\n" + "\n".join(drops) + "\nCOMMIT\n")
+        assert verify() == (1, "fail")
+    finally:
+        iptables.restore(node2.netns, saved, noflush=False)
+
+
 def test_health_check_node_port_answers_with_the_local_endpoint_count(lab):
     client = names.client_netns(lab.name)
     node1, node2 = lab.nodes

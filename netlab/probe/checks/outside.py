@@ -15,7 +15,40 @@ from .services import judge_landing, served
 
 
 def _node_ports(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
-    return [(s, p, e) for s, p, e in served(view) if p.node_port]
+    """NodePorts with externalTrafficPolicy Cluster (Local ones have a check of their own)."""
+    return [(s, p, e) for s, p, e in served(view) if p.node_port and not s.external_policy_local]
+
+
+def _local_node_ports(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
+    return [(s, p, e) for s, p, e in served(view) if p.node_port and s.external_policy_local]
+
+
+@check("nodeport-local",
+       claim="With externalTrafficPolicy: Local a NodePort keeps the client's source address: a "
+             "node with a pod of the service sends the connection to one of its own pods, which "
+             "sees the outside client's address (no SNAT); a node without one drops it.",
+       source="Kubernetes documentation, Service: traffic policies (kube-proxy's KUBE-EXT/KUBE-SVL chains)",
+       needs="a NodePort (or LoadBalancer) service with externalTrafficPolicy: Local and endpoints",
+       applies=lambda view: bool(_local_node_ports(view)), evidence=SOCKET)
+def nodeport_local(view: LabView, ev: Evidence) -> str:
+    for svc, port, eps in _local_node_ports(view):
+        for node in view.cluster.nodes:
+            address = f"{node.internal_ip}:{port.node_port}"
+            what = f"{address} (node {node.name}, service {svc.meta.key}, policy Local)"
+            local = [e for e in eps if view.pod_of(e).spec.node_name == node.name]
+            if not local:
+                out = sockets.in_netns(view.client_netns, sockets.attempt_tcp, node.internal_ip, port.node_port)
+                ev.add(f"client {view.client_ip}", what, "TCP connect", out.seen,
+                       not out.ok and "no answer" in out.seen, "dropped: no local endpoints (no answer)")
+                continue
+            count = coverage(len(local))
+            landing = land(view, view.client_netns, node.internal_ip, port.node_port, local, count)
+            ok, seen, expected = judge_landing(landing, count, address)
+            ips = {p.rsplit(":", 1)[0] for peers in landing.by_pod.values() for p in peers}
+            ev.add(f"client {view.client_ip}", what, f"{count} TCP connections, held",
+                   f"{seen}; servers saw {', '.join(sorted(ips)) or 'nothing'}",
+                   ok and ips == {view.client_ip}, f"{expected}, only {node.name}'s pods, source {view.client_ip} kept")
+    return "nodes with a local endpoint served from it with the client's address; the others dropped"
 
 
 @check("nodeport-outside",
@@ -45,7 +78,11 @@ def nodeport_outside(view: LabView, ev: Evidence) -> str:
 
 
 def _balancers(view: LabView) -> list[tuple[Service, ServicePort, list[Endpoint]]]:
-    return [(s, p, e) for s, p, e in served(view) if s.type == "LoadBalancer" and s.load_balancer_ip]
+    # Local policy is left out: the lab's load balancer (a route on the underlay) spreads over
+    # every node and does not use the health-check port as a cloud's would, so it may pick a
+    # node that drops; nodeport-local proves that policy node by node instead.
+    return [(s, p, e) for s, p, e in served(view)
+            if s.type == "LoadBalancer" and s.load_balancer_ip and not s.external_policy_local]
 
 
 @check("loadbalancer-outside",
