@@ -49,10 +49,8 @@ def write_pod_files(cluster: Cluster, pod: Pod) -> None:
     (etc / "hosts").write_text(hosts_file(cluster, pod))
     # dnsPolicy Default inherits the node's resolver: in a lab, the simulated internet's DNS.
     (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, internet.host_ip(cluster)))
-    # 0644 as kubelet writes them (the agent's umask is 077): a non-root container, and dnsmasq
-    # after it drops to nobody, must read them.
-    for name in ("hosts", "resolv.conf"):
-        (etc / name).chmod(0o644)
+    # Owner-only like the rest of the lab's state: the holder copies them into the pod's own
+    # /run as 0644 (as kubelet writes them), where non-root containers and dnsmasq read them.
 
 
 def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:
