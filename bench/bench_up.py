@@ -58,8 +58,10 @@ def cli_round(pods: int, workdir: Path, dns: bool, nodes: int) -> dict[str, floa
     name = f"cli{os.getpid()}"
     start = time.perf_counter()
     try:
-        subprocess.run([NETLAB, "up", str(lab_dir), "--name", name, "--timeout", "300"], check=True,
-                       capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([NETLAB, "up", str(lab_dir), "--name", name, "--timeout", "300"],
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise SystemExit(f"netlab up of {pods} pods failed: {proc.stderr.strip().splitlines()[-1:]}")
         up = time.perf_counter() - start
         pss = lab_pss_mb(name)
     finally:

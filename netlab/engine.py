@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from typing import TYPE_CHECKING
+
 from . import state
 from .kernel import netns
-from .kernel.build import Builder
 from .model import names
-from .model.cluster import Cluster
 from .model.errors import InvalidError, LabError, NotFoundError, StateError
-from .model.loader import load_lab
-from .model.objects import Pod
-from .plan import network as netplan
-from .runtime import agent_client, changes
+from .runtime import agent_client
 from .labs import lab_namespaces, resolve_lab, running_labs  # noqa: F401  (the engine's API too)
+
+if TYPE_CHECKING:      # the model and the builder load where a lab is read or built, not for `down`
+    from .model.cluster import Cluster
+    from .model.objects import Pod
 
 Progress = Callable[[str, int, int], None]
 
@@ -56,10 +57,11 @@ def require_root() -> None:
 # ---------------------------------------------------------------------- discovery
 
 
-def load(lab: str) -> Cluster:
+def load(lab: str) -> "Cluster":
     data = state.read_json(state.state_file(lab))
     if data is None:
         raise StateError(f'lab "{lab}" has no state (a crashed `up`?): remove it with `netlab down {lab}`')
+    from .model.cluster import Cluster
     return Cluster.from_state(data)
 
 
@@ -85,6 +87,8 @@ def up(path: str | Path, *, name: Optional[str] = None, nodes: Optional[int] = N
     check_timeout(wait)
     timings = timings or Timings()
     t = time.perf_counter()
+    from .model.loader import load_lab
+    from .runtime import changes
     cluster = load_lab(path, name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode)
     require_root()
     lab = cluster.name
@@ -220,6 +224,9 @@ def build_network(cluster: Cluster, progress: Progress = _no_progress,
                   on_batch: Callable[[list[Pod]], None] = lambda pods: None) -> None:
     timings = timings or Timings()
     t = time.perf_counter()
+    from .kernel.build import Builder
+    from .plan import network as netplan
+    from .runtime import changes
     infra = netplan.plan_infrastructure(cluster)
     with Builder() as builder:
         progress("building nodes", 0, len(cluster.nodes))

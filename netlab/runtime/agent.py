@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import faults as faultops, state
-from ..model.cluster import Cluster, to_manifest
+from ..model.cluster import Cluster
 from ..model.objects import Pod
 from . import api, changes, daemons, nsops, pods as podproc, procs
 from ..kernel.netns import listening_tcp_ports
@@ -33,6 +33,7 @@ from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
 RESTART_BACKOFF_START = 10.0
+SHUTDOWN_GRACE = 0.3            # seconds pods and daemons get to exit on SIGTERM when the agent stops
 CLIENT_TIMEOUT = 10.0           # a client that has not sent its whole request by then is dropped
 
 
@@ -709,21 +710,37 @@ class Agent:
                 self._send(conn, *api.status_of(api.ApiError(400, "BadRequest", "request not received in time")))
 
     def shutdown(self) -> None:
+        """Stop every pod and daemon: SIGTERM, and SIGKILL for what is still there after a
+        short grace (the lab is going away, or a new agent starts its pods afresh anyway)."""
+        children = set(self.by_pid)
         for key in list(self.pods):
             self.stop_pod(key)
         for run in self.daemons.values():
             daemons.stop(run)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
+        _reap_until(time.monotonic() + SHUTDOWN_GRACE, children)
+        for pid in children:
             try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    time.sleep(0.02)
-            except ChildProcessError:
-                break
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap_until(time.monotonic() + 2, children)
         try:
             state.agent_socket(self.lab).unlink()
         except FileNotFoundError:
             pass
+
+
+def _reap_until(deadline: float, children: set[int]) -> None:
+    """Reap exited children until every one of `children` is gone or the deadline passes."""
+    while children and time.monotonic() < deadline:
+        try:
+            pid = os.waitpid(-1, os.WNOHANG)[0]
+        except ChildProcessError:
+            return
+        if pid:
+            children.discard(pid)
+        else:
+            time.sleep(0.01)
 
 
 def _preload_workloads() -> None:
