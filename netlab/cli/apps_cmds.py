@@ -2,7 +2,6 @@
 and `rollout status|history|undo`. Thin: the agent's controllers do the work."""
 from __future__ import annotations
 
-import time
 from typing import Optional
 from urllib.parse import quote
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from typing import Any
 
 from ..model import workloads as W

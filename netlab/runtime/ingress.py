@@ -9,7 +9,6 @@ module writes, /run/netlab/<lab>/ingress/, which it sees read-only.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..model.errors import InvalidError, NotFoundError
 from . import kubeobjects as ko
-from .api import ApiError, Raw, Request, ok_status
+from .api import ApiError, Raw, Request
 from .apiserver import ROUTES, _object_of
 
 _RES = r"(?P<res>pods|services|replicationcontrollers|endpoints|events)"
@@ -193,8 +193,8 @@ def _check_place(obj, res: str, ns, name) -> None:
     if obj.kind != kind:
         raise InvalidError(f"must be {kind} on this path", value=obj.kind, field="kind")
     if ns is not None and obj.meta.namespace != ns:
-        raise ApiError(400, "BadRequest", f"the namespace of the provided object does not match the "
-                                          f"namespace sent on the request")
+        raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
+                                          "namespace sent on the request")
     if name is not None and obj.meta.name != name:
         raise ApiError(400, "BadRequest", f"the name of the object ({obj.meta.name}) does not match "
                                           f"the name on the URL ({name})")

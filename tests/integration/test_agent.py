@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from netlab import engine, faults
+from netlab import engine
 from netlab.kernel import iptables, netns
 from netlab.model.services import endpoints_for
 from netlab.plan import kubeproxy

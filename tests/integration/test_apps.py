@@ -11,7 +11,6 @@ import time
 import pytest
 
 from netlab import engine
-from netlab.kernel import netns
 from netlab.model import workloads as W
 from netlab.model.objects import parse_object
 from netlab.rollout import rollout_state, wait_rollout

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import fcntl
-import os
 import socket
 import struct
 
