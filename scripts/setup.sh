@@ -16,7 +16,7 @@ fi
 # nginx-light is the ingress controller's nginx (openssl makes its default certificate), wrk
 # loads it in bench/bench_ingress.py; bird2 is the calico backend's BGP daemon (one BIRD per
 # node) and ipset holds its NetworkPolicy selectors, as Felix's.
-# graphviz draws `netlab graph` (the course's pictures).
+# graphviz draws `netlab graph` (the course's pictures); catatonit is every pod's pause process.
 # mininet is only for the benchmarks' comparison runs.
 PACKAGES=(iproute2 iptables util-linux procps iputils-ping curl dnsmasq-base dnsutils redis-server
           redis-tools iperf3 tcpdump python3 python3-venv catatonit nginx-light openssl wrk bird2 ipset graphviz)
