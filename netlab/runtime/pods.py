@@ -170,6 +170,11 @@ def _tmpfs(target: str, options: str, flags: int = nsops.MS_NOSUID | nsops.MS_NO
 
 def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
     """Build the pod's root on a tmpfs at `root` and pivot into it (see the module's notes)."""
+    # netlab's code and Python where the pod gets a fresh place (a checkout under /tmp, as CI
+    # runners often make): held by descriptor now, since the root's own tmpfs covers /tmp.
+    code = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in _code_paths()
+            if any(path == target or path.startswith(target + "/") for target, _ in _TMPFS)
+            and os.path.isdir(path)]
     _tmpfs(root, "mode=755,size=1m")
     for name in sorted(os.listdir("/")):
         src, dst = "/" + name, f"{root}/{name}"
@@ -197,6 +202,13 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
         if os.path.isdir(root + target) and not os.path.islink(root + target):
             _tmpfs(root + target, options)
     os.makedirs(f"{root}/run/lock", 0o755, exist_ok=True)
+    # ... and bound back, read-only: the built-in workloads import from them after the pivot.
+    for path, fd in code:
+        os.makedirs(root + path, 0o755, exist_ok=True)
+        nsops.mount(f"/proc/self/fd/{fd}", root + path, "", nsops.MS_BIND | nsops.MS_REC)
+        nsops.restrict_tree(root + path, nsops.MOUNT_ATTR_RDONLY | nsops.MOUNT_ATTR_NOSUID
+                            | nsops.MOUNT_ATTR_NODEV)
+        os.close(fd)
     for path in security.host_paths:                 # an add-on's view of the lab's own files
         if os.path.isdir(path):
             os.makedirs(root + path, 0o755, exist_ok=True)
@@ -220,6 +232,12 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
         _mask(f"{root}/sys/{name}", f"{root}/dev/null")
     _mount_volumes(security, root)
     nsops.pivot_root(root)
+
+
+def _code_paths() -> list[str]:
+    """Where netlab (its checkout or install) and the Python running it live on the host."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return sorted({os.path.realpath(p) for p in (package_root, sys.prefix, sys.base_prefix)})
 
 
 def _mask(path: str, null: str) -> None:
