@@ -190,7 +190,8 @@ class Walker:
 
     @property
     def calico(self) -> bool:
-        return self.view.cluster.config.backend == "calico"
+        """Pods wired by Calico's CNI plugin and policed by Felix (backend calico or Canal)."""
+        return self.view.cluster.config.calico_pods
 
     def ns(self, name: str) -> Namespace:
         if name not in self.spaces:
@@ -209,7 +210,7 @@ class Walker:
             return [Branch(1.0, hops, f"not sent: {route}", "dropped")]
         if pod is not None and self.calico:
             node = self.view.node_of(pod)
-            veth = names.host_veth(pod.meta.namespace, pod.meta.name, "calico")
+            veth = names.host_veth(pod.meta.namespace, pod.meta.name, calico=True)
             hops.append(Hop(where, f"eth0 is a veth: its peer {veth} on {node.name} answers ARP for "
                                    f"{netplan.CALICO_GATEWAY} (proxy_arp), so the packet enters {node.name}"))
             return self.at_node(node, pkt, veth, hops, 1.0, [], 0)

@@ -72,7 +72,7 @@ def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
         for pod in pods:
             try:
                 builder.remove_links(cluster.node(pod.spec.node_name).netns,
-                                     [names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.backend)])
+                                     [names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.calico_pods)])
             except LabError:
                 pass      # the node itself is gone
     for ns in spaces:

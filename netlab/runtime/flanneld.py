@@ -102,6 +102,10 @@ class Forwarder:
         with open(self.table_path) as f:
             text = f.read()
         shift, table = parse_table(text, self.port)
+        # This node's own subnet never goes out through flannel0: with cni0 its route wins, and
+        # with Canal (pods as /32 routes) a packet for an unused address of it would otherwise
+        # come back to this flanneld, into flannel0 and out again until its TTL ran out.
+        table = {k: v for k, v in table.items() if v[0] != self.local_ip}
         self.routes = [shift, table]          # one assignment: the packet thread sees old or new
         self.mtime = st.st_mtime
         peers = ", ".join(f"{ipaddress.IPv4Address(k << shift)}/{32 - shift}->{ip}"
