@@ -88,8 +88,8 @@ class LabConfig:
 
     @property
     def backend_label(self) -> str:
-        """The backend as `up` and `get nodes` show it: "vxlan + calico policy (Canal)"."""
-        return f"{self.backend} + calico policy (Canal)" if self.canal else self.backend
+        """The backend as `up` and `describe node` show it: "Canal: vxlan + Calico"."""
+        return f"Canal: {self.backend} + Calico" if self.canal else self.backend
 
     def to_dict(self) -> dict:
         return {
