@@ -164,6 +164,15 @@ def test_trace_names_the_dropping_rule(canal):
     assert passed.confirmed and passed.branches[0].outcome == "delivered", passed.branches[0].end
 
 
+def test_graph_draws_calico_wiring_over_flannel(canal):
+    from netlab import graph
+    topo = graph.describe(LabView.load(canal.name))
+    dot, mermaid = graph.to_dot(topo), graph.to_mermaid(topo)
+    assert "backend vxlan + Calico policy (Canal)" in dot and "flannel.1" in dot
+    assert "cali veths, proxy_arp" in dot and "cni0" not in dot
+    assert "cali veths, proxy_arp" in mermaid and "cni0" not in mermaid
+
+
 DB_AS_CLIENT = """apiVersion: v1
 kind: Pod
 metadata: {name: db, labels: {role: client}}
