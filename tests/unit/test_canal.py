@@ -125,3 +125,17 @@ def test_felix_chains_name_the_cali_veths_and_flannel_masquerades_its_subnet():
     rules = kubeproxy.render_node_rules(c, c.nodes[0])
     # flanneld --ip-masq as canal.yaml runs it: the node's own subnet, not the whole pool.
     assert f"-A FLANNEL-POSTRTG -s {c.nodes[0].pod_cidr} -d 10.244.0.0/16" in rules
+
+
+def test_cli_up_says_what_is_wrong_in_one_line_and_exits_non_zero(tmp_path):
+    """As a user types it: nothing is built, one line names the file and the field."""
+    import subprocess
+    import sys
+    (tmp_path / "lab.yaml").write_text("apiVersion: netlab/v1\nkind: Lab\nmetadata: {name: cn-bad}\n"
+                                       "spec: {backend: vxlan, networkPolicy: cilium}\n")
+    done = subprocess.run([sys.executable, "-m", "netlab", "up", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "lab.yaml" in lines[0] and "spec.networkPolicy" in lines[0], done.stderr
+    assert "supported values: calico" in lines[0]
