@@ -295,8 +295,9 @@ class Walker:
             for post in walk(space.tables["nat"], "POSTROUTING", fwd.packet, where):
                 p = post.packet
                 if p.masquerade:
-                    p = replace(p, src=space.addresses.get(route.dev, p.src), masquerade=False)
-                    what = f"nat POSTROUTING: MASQUERADE {pkt.src} -> {p.src} ({route.dev}'s address)"
+                    p = replace(p, src=_masquerade_source(space, route.dev, p.src), masquerade=False)
+                    owner = route.dev if route.dev in space.addresses else "eth0"
+                    what = f"nat POSTROUTING: MASQUERADE {pkt.src} -> {p.src} ({owner}'s address)"
                 else:
                     what = "nat POSTROUTING: no translation"
                 h2 = h + [Hop(here, what, tuple(post.lines))]
@@ -411,6 +412,13 @@ class Walker:
         hops = hops + [Hop(f"node {nxt.name}", f"flanneld receives it and writes the inner packet into {dev}; "
                                                f"{why}")]
         return self.at_node(nxt, pkt, dev, hops, chance, hits, depth + 1)
+
+
+def _masquerade_source(space: Namespace, dev: str, src: str) -> str:
+    """The address MASQUERADE picks: the outgoing device's own; a device with none (a cali veth:
+    a pod reaching itself through its service with calico or Canal) has the kernel take the
+    first universe-scope address of the namespace, the node's eth0 one."""
+    return space.addresses.get(dev) or space.addresses.get("eth0", src)
 
 
 def _drop_end(node: Node, fwd) -> str:

@@ -249,8 +249,13 @@ spec: {nodeName: node2, containers: [{name: c, image: netexec, ports: [{containe
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: other}
+metadata: {name: other, labels: {app: other}}
 spec: {nodeName: node2, containers: [{name: c, image: netexec, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other}
+spec: {selector: {app: other}, ports: [{port: 80, targetPort: 8080}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -303,6 +308,13 @@ def test_canal_on_host_gw_and_udp(backend, tmp_path, host_links):
         assert attempt(cluster, "client", "web").ok
         denied = attempt(cluster, "other", "web")
         assert not denied.ok and denied.seen.startswith("no answer"), denied.seen
+        # A pod through its own Service (hairpin): out and back in by its cali veth,
+        # masqueraded to the node's address, which trace predicts and the probe confirms.
+        svc_ip = cluster.services["default/other"].cluster_ip
+        assert sockets.in_netns(cluster.pod_netns(cluster.pod("other")), sockets.attempt_tcp, svc_ip, 80, 1.0).ok
+        hairpin = trace(LabView.load(name), "default/other", "other:80")
+        assert hairpin.confirmed and hairpin.branches[0].outcome == "delivered", hairpin.branches[0].end
+        assert f"from {n2.internal_ip}" in hairpin.branches[0].end
         checks = ["policy", "node-routes", "pod-cross-node", "pod-same-node", "egress-snat"]
         checks += ["udp-encap"] if backend == "udp" else []
         results = {r.id: r.status for r in runner.run(LabView.load(name), catalog.select(checks))}
