@@ -210,6 +210,12 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
             raise _err(file, f"spec.network.{key}", f"unknown field (known: {', '.join(sorted(known))})")
     cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, dns=dns,
                     dns_pods=dns_pods, network_policy=network_policy, source=file)
+    if cfg.calico_pods and proxy_mode == "userspace":
+        # The userspace proxy REDIRECTs a pod's packet to the address of the interface it came
+        # in on; a cali veth has none, so the kernel drops it (every Service would time out).
+        raise _err(file, "spec.proxyMode", "userspace needs an address on the pod's host interface "
+                   "for its REDIRECT, and Calico's cali veths have none (backend calico, or "
+                   "networkPolicy: calico): use proxyMode: iptables", proxy_mode)
     cfg.ingress = ingress
     p = "spec.network."
     cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")

@@ -139,3 +139,13 @@ def test_cli_up_says_what_is_wrong_in_one_line_and_exits_non_zero(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "lab.yaml" in lines[0] and "spec.networkPolicy" in lines[0], done.stderr
     assert "supported values: calico" in lines[0]
+
+
+@pytest.mark.parametrize("backend, spec", [("vxlan", {"networkPolicy": "calico"}), ("calico", {})])
+def test_userspace_proxy_refused_with_calico_wiring(backend, spec):
+    """Its REDIRECT needs an address on the interface a pod's packet came in on; a cali veth
+    has none (a real lab timed out on every Service)."""
+    with pytest.raises(InvalidError) as info:
+        config(backend, proxyMode="userspace", **spec)
+    check_error(info.value, L, "Lab", "spec.proxyMode", "cali veths have none", "use proxyMode: iptables")
+    assert config("vxlan", proxyMode="userspace").proxy_mode == "userspace"     # plain flannel: fine
