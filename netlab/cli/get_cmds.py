@@ -140,7 +140,8 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         rows = [[n.name, readiness.get(n.name, "Unknown"), "<none>", n.internal_ip, n.pod_cidr] for n in nodes]
         if output == "wide":
             headers += ["BACKEND", "PODS", "NETNS"]
-            rows = [r + [cluster.config.backend + ("+canal" if cluster.config.canal else ""), len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
+            backend = cluster.config.backend + ("+canal" if cluster.config.canal else "")
+            rows = [r + [backend, len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
         typer.echo(table(headers, rows))
         return
     if resource in netpol_view.KINDS:

@@ -167,7 +167,7 @@ def lab_of_netns(netns: str) -> str | None:
     return netns[len(PREFIX):].split(".", 1)[0] or None
 
 
-def host_veth(namespace: str, pod: str, calico: bool = False) -> str:
+def host_veth(namespace: str, pod: str, *, calico: bool = False) -> str:
     """The node-side end of a pod's veth pair: 'veth' + 8 hex digits, like CNI's vethXXXXXXXX;
     with Calico's CNI plugin (backend calico, or Canal) 'cali' + the first 11 hex digits of
     sha1("<namespace>.<pod>"), the name that plugin gives it (so Felix's `cali+` matches find it)."""

@@ -226,7 +226,7 @@ def plan_pod(cluster: Cluster, pod: Pod) -> tuple[NsPlan, NsPlan]:
     """(the node-side part: the veth on cni0, or Calico's routed veth; the pod's own namespace)."""
     node = cluster.node(pod.spec.node_name)
     pod_ns = cluster.pod_netns(pod)
-    host_end = names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.calico_pods)
+    host_end = names.host_veth(pod.meta.namespace, pod.meta.name, calico=cluster.config.calico_pods)
     mtu = pod_mtu(cluster)
     if cluster.config.calico_pods:
         return plan_calico_pod(cluster, pod, node, pod_ns, host_end, mtu)

@@ -180,6 +180,13 @@ spec: {nodeName: node2, containers: [{name: db, image: netexec, ports: [{contain
 """
 
 
+READER = """apiVersion: v1
+kind: Pod
+metadata: {name: reader, labels: {role: client}}
+spec: {nodeName: node2, containers: [{name: reader, image: netexec, ports: [{containerPort: 8080}]}]}
+"""
+
+
 def test_live_changes_through_netlab_apply(canal, tmp_path):
     lab = canal.name
     assert not attempt(canal, "db", "team-b/stranger").ok
@@ -198,6 +205,18 @@ def test_live_changes_through_netlab_apply(canal, tmp_path):
     netlab_cli("apply", "-f", str(relabel), "--lab", lab)
     assert not attempt(canal, "db", "web").ok and not attempt(canal, "db", "team-b/stranger").ok
     assert engine.load(lab).pod("db").meta.labels == {"app": "db"}
+    # A pod deleted and made again (new veth, maybe a new address): web's selector set and the
+    # node's dispatch chains follow, and the old cali veth is gone.
+    reader = engine.load(lab).pod("reader")
+    old_veth = names.host_veth("default", "reader", calico=True)
+    node2 = engine.load(lab).node("node2")
+    netlab_cli("delete", "pod", "reader", "--lab", lab)
+    assert old_veth not in in_ns(node2.netns, "ip", "-o", "link")
+    relabel.write_text(READER)
+    netlab_cli("apply", "-f", str(relabel), "--lab", lab)
+    again = engine.load(lab)
+    assert again.pod("reader").pod_ip != reader.pod_ip        # host-local's next address, not the freed one
+    assert attempt(again, "reader", "web").ok and not attempt(again, "team-b/stranger", "web").ok
 
 
 def test_readme_commands(canal):
