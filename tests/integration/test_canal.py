@@ -99,6 +99,10 @@ def test_pods_wired_as_calico_over_flannel_vxlan(canal):
     pod_ns = canal.pod_netns(web)
     assert f"inet {web.pod_ip}/32" in in_ns(pod_ns, "ip", "-4", "addr", "show", "eth0")
     assert "default via 169.254.1.1 dev eth0 proto static onlink" in in_ns(pod_ns, "ip", "route")
+    # `netlab status --audit` finds the cali veths it expects, and nothing else.
+    from netlab.audit import audit
+    found = audit(canal, set(canal.pods))
+    assert not found["orphan veths"] and not found["missing veths"], found
 
 
 def test_cross_node_pod_traffic_is_vxlan_on_the_underlay(canal):
