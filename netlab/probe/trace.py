@@ -422,7 +422,7 @@ def _masquerade_source(space: Namespace, dev: str, src: str) -> str:
 
 
 def _drop_end(node: Node, fwd) -> str:
-    """Why the filter table stopped the packet; with calico, the policy rule that dropped it."""
+    """Why the filter table stopped the packet; with calico or Canal, the policy rule that dropped it."""
     verdict = f"{fwd.verdict.lower()}ed by {node.name}'s filter table"
     rule = fwd.hit[-1] if fwd.hit else None
     if rule is None or not rule.chain.startswith(("cali-tw-", "cali-fw-", "cali-from-", "cali-to-")):

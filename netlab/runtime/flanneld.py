@@ -5,7 +5,8 @@ flannel0` hands every cross-node packet to the TUN device flannel0; flanneld rea
 IP packet: no packet-information header), looks up the node that holds the destination's
 subnet and sends the packet, unchanged, as the payload of one UDP datagram from its own
 underlay address, port 8285, to that node's port 8285. The receiving flanneld writes the
-payload into its own flannel0, and the node's route `<own subnet> dev cni0` delivers it.
+payload into its own flannel0, and the node's route `<own subnet> dev cni0` delivers it (with
+Canal, the pod's /32 route to its cali veth).
 
 Lean on purpose, one read, one lookup, one send per packet, into preallocated buffers:
 
