@@ -149,3 +149,18 @@ def test_userspace_proxy_refused_with_calico_wiring(backend, spec):
         config(backend, proxyMode="userspace", **spec)
     check_error(info.value, L, "Lab", "spec.proxyMode", "cali veths have none", "use proxyMode: iptables")
     assert config("vxlan", proxyMode="userspace").proxy_mode == "userspace"     # plain flannel: fine
+
+
+def test_readme_lab_yaml_snippet_is_canal():
+    """Docs are code: the README's Canal snippet parses to a Canal lab, on each backend it names."""
+    from pathlib import Path
+
+    import yaml
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("## Canal: flannel between nodes")[1].split("```yaml\n")[1].split("```")[0]
+    spec = yaml.safe_load(snippet)["spec"]
+    assert spec == {"backend": "vxlan", "networkPolicy": "calico"}
+    for backend in ("vxlan", "host-gw", "udp"):           # "or host-gw, udp"
+        cfg = parse_lab({"apiVersion": "netlab/v1", "kind": "Lab", "spec": {**spec, "backend": backend}},
+                        default_name="c")
+        assert cfg.canal and cfg.backend == backend
