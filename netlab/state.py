@@ -133,10 +133,11 @@ def write_json(path: Path, data: Any, compact: bool = False) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with open(fd, "w") as f:
-        if compact:           # written many times a second: no pretty-printing
-            json.dump(data, f, separators=(",", ":"))
+        if compact:           # written many times a second: no pretty-printing, and dumps(),
+            # whose C encoder is six times faster than dump()'s streaming Python one.
+            f.write(json.dumps(data, separators=(",", ":")))
         else:
-            json.dump(data, f, indent=1, sort_keys=True)
+            f.write(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 

@@ -58,7 +58,7 @@ def write_records(path: str, records: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".dns-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(records, f, sort_keys=True, separators=(",", ":"))
+            f.write(json.dumps(records, sort_keys=True, separators=(",", ":")))   # C encoder
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
