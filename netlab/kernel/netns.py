@@ -154,6 +154,7 @@ def create(name: str, mark: Optional[str] = None) -> None:
         os.close(fd)
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
+            _ipv4_only()
             # The new namespace's loopback starts down; every netlab namespace wants it up.
             _set_lo(mark)
             _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
@@ -166,6 +167,19 @@ def create(name: str, mark: Optional[str] = None) -> None:
         in_thread(make)
     except FileExistsError:
         raise KernelError(f'network namespace "{name}" already exists') from None
+
+
+def _ipv4_only() -> None:
+    """In the calling thread's new namespace: no IPv6 on its devices. A lab's address plan is
+    IPv4 only, and each new device's IPv6 autoconfiguration (link-local address, duplicate
+    address detection, MLD and router solicitations) kept the kernel busy for about a
+    CPU-second per 100 pods in the two seconds after `up`, on the cores the pods start on."""
+    for scope in ("default", "all"):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+                f.write("1")
+        except FileNotFoundError:     # a kernel without IPv6: nothing to turn off
+            return
 
 
 def _set_lo(mark: Optional[str]) -> None:
