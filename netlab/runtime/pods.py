@@ -14,6 +14,7 @@ sees their exit codes without a shim in between:
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import signal
@@ -243,7 +244,8 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
     """Build the pod's root on a tmpfs at `root` and pivot into it (see the module's notes)."""
     # netlab's code and Python where the pod gets a fresh place (a checkout under /tmp, as CI
     # runners often make): held by descriptor now, since the root's own tmpfs covers /tmp.
-    code = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in _code_under_tmpfs()]
+    code = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in _code_under_tmpfs()
+            if os.path.isdir(path)]
     _build_shared_root(root, security)
     _build_pod_mounts(security, root, code)
     nsops.pivot_root(root)
@@ -319,12 +321,13 @@ def _build_pod_mounts(security: PodSecurity, root: str, code: Sequence[tuple[str
 def _code_under_tmpfs() -> list[str]:
     """netlab's code and Python where a pod gets a tmpfs of its own (/tmp, /var/tmp, /run)."""
     return [path for path in _code_paths()
-            if any(path == target or path.startswith(target + "/") for target, _ in _TMPFS)
-            and os.path.isdir(path)]
+            if any(path == target or path.startswith(target + "/") for target, _ in _TMPFS)]
 
 
+@functools.lru_cache(maxsize=None)
 def _code_paths() -> list[str]:
-    """Where netlab (its checkout or install) and the Python running it live on the host."""
+    """Where netlab (its checkout or install) and the Python running it live on the host
+    (they do not move while the agent runs: looked up once)."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return sorted({os.path.realpath(p) for p in (package_root, sys.prefix, sys.base_prefix)})
 
