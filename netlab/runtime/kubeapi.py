@@ -361,7 +361,10 @@ def serve(lab: str, loopback: bool, address: str = "") -> int:
     print(f"netlab apiserver for lab {lab} on https://{server.server_address[0]}:{server.server_address[1]}",
           flush=True)
     import signal
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    # Stopped when the agent stops (down, restart) or restarts it: at once, not at the next
+    # poll of serve_forever (up to half a second that `netlab down` waited for). A watch or
+    # `logs -f` it holds ends as it would if the API server went away; kubectl reconnects.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     server.serve_forever(poll_interval=0.5)
     return 0
 
