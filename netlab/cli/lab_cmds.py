@@ -15,11 +15,7 @@ from .output import table
 def _progress_printer():
     """A rich progress bar on stderr when it is a terminal, one line per phase otherwise."""
     import sys
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
+    if not sys.stderr.isatty():         # a log or a pipe: plain lines, and no rich to import
         last = {"phase": None}
 
         def plain(phase: str, done: int, total: int) -> None:
@@ -27,6 +23,9 @@ def _progress_printer():
                 print(f"  {phase} ...", file=sys.stderr, flush=True)
                 last["phase"] = phase
         return plain, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    console = Console(stderr=True)
     bar = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=console, transient=True)
     tasks: dict[str, int] = {}
