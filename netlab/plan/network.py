@@ -137,16 +137,32 @@ def plan_underlay(cluster: Cluster) -> NsPlan:
     ports = [(names.uplink(n.name), n.netns) for n in cluster.nodes]
     ports.append((CLIENT_PORT, names.client_netns(cluster.name)))
     for port, peer_ns in ports:
-        plan.links.append(Link(port, "veth", peer="eth0", peer_netns=peer_ns))
-        plan.devices.append(Device(port, mtu=cfg.mtu, master=UNDERLAY_BRIDGE))
+        _port(plan, port, peer_ns, cfg.mtu)
     plan.links.append(Link(INTERNET_UPLINK, "veth", peer="eth0", peer_netns=names.internet_netns(cluster.name)))
     plan.devices.append(Device(INTERNET_UPLINK, mtu=cfg.mtu))
     plan.addresses.append((UNDERLAY_BRIDGE, f"{router_ip(cluster)}/{_prefixlen(cfg.underlay_cidr)}"))
     plan.addresses.append((INTERNET_UPLINK, f"{internet_router_ip(cluster)}/{_prefixlen(cfg.internet_cidr)}"))
-    # A cloud load balancer in miniature: the pool is routed to every node (ECMP), and each
-    # node's kube-proxy rules pick the service's endpoints.
-    plan.routes.append(Route(cfg.lb_pool, multipath=[n.internal_ip for n in cluster.nodes]))
+    plan.routes.append(lb_route(cluster))
     return plan
+
+
+def _port(plan: NsPlan, port: str, peer_ns: str, mtu: int) -> None:
+    """A port on the underlay bridge whose other end is eth0 in peer_ns."""
+    plan.links.append(Link(port, "veth", peer="eth0", peer_netns=peer_ns))
+    plan.devices.append(Device(port, mtu=mtu, master=UNDERLAY_BRIDGE))
+
+
+def plan_uplink(cluster: Cluster, node: Node) -> NsPlan:
+    """Only a node's port on the underlay (for a node that joins a running lab)."""
+    plan = NsPlan(names.underlay_netns(cluster.name))
+    _port(plan, names.uplink(node.name), node.netns, cluster.config.mtu)
+    return plan
+
+
+def lb_route(cluster: Cluster) -> Route:
+    """A cloud load balancer in miniature: the pool is routed to every node (ECMP), and each
+    node's kube-proxy rules pick the service's endpoints."""
+    return Route(cluster.config.lb_pool, multipath=[n.internal_ip for n in cluster.nodes])
 
 
 def plan_client(cluster: Cluster) -> NsPlan:
