@@ -478,6 +478,8 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
     from urllib.parse import quote
     if kind == "namespaces":
         path = f"/api/v1/namespaces/{quote(name, safe='')}"
+    elif kind == "nodes":
+        path = f"/api/v1/nodes/{quote(name, safe='')}"      # drained, then removed
     elif kind in _PATHS:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{_PATHS[kind]}/{quote(name, safe='')}"
     elif kind in ("ingresses", "secrets", "ingressclasses"):
@@ -514,6 +516,40 @@ def inject_fault(lab: str, kind: str, target: str, namespace: str = "default",
 
 def heal_faults(lab: str) -> list[str]:
     return agent_client.call(lab, "DELETE", "/apis/netlab.io/v1/faults")["lines"]
+
+
+def add_node(lab: str, name: Optional[str] = None, labels: Optional[dict] = None,
+             wait: float = 30.0) -> dict:
+    """Ask the agent to add a node to a running lab (runtime/nodechanges.py); returns the v1
+    Node. Then wait (at most `wait` seconds) until its node daemons run and, under calico,
+    every node has learned every other node's blocks over BGP; what is still missing then
+    goes into the reply's "notConverged"."""
+    check_timeout(wait)
+    md = {"labels": dict(labels or {})}
+    if name is not None:
+        md["name"] = name
+    node = agent_client.call(lab, "POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": md})
+    name = node["metadata"]["name"]
+    deadline = time.monotonic() + wait
+    while wait:
+        daemons = [d for d in agent_client.live_status(lab).get("daemons", {}).values() if d["node"] == name]
+        if daemons and all(d["state"] == "Running" for d in daemons) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    cluster = load(lab)
+    if wait and cluster.config.backend == "calico":
+        from .runtime.bird import wait_converged
+        missing = wait_converged(cluster, max(0.0, deadline - time.monotonic()))
+        if missing:
+            node["notConverged"] = missing
+    return node
+
+
+def remove_node(lab: str, name: str) -> list[str]:
+    """Ask the agent to drain a node and remove it; returns the pods deleted with it."""
+    from urllib.parse import quote
+    reply = agent_client.call(lab, "DELETE", f"/api/v1/nodes/{quote(name, safe='')}")
+    return reply["details"].get("evicted", [])
 
 
 def restart_agent(lab: str) -> int:
