@@ -54,10 +54,17 @@ def remove_node(cluster: Cluster, kubelet, name: str) -> list[str]:
     return gone
 
 
-def _change_routing(deltas: list[nodedelta.Delta]) -> None:
+def _change_routing(deltas: list[nodedelta.Delta], undoing: bool = False) -> None:
+    """Apply each namespace's delta. Undoing, a namespace that fails is reported and the
+    others are still put back (the error that caused the undo is the one the user sees)."""
     with Builder() as builder:
         for d in deltas:
-            builder.change_routing(d.netns, d.add, d.remove)
+            try:
+                builder.change_routing(d.netns, d.add, d.remove)
+            except Exception as exc:
+                if not undoing:
+                    raise
+                print(f"agent: undoing a node change in {d.netns}: {exc}", file=sys.stderr, flush=True)
 
 
 def _remove_node_network(cluster: Cluster, node: Node) -> None:
@@ -92,7 +99,7 @@ class NodeAdded:
         _change_routing(nodedelta.between(self.old, self.new))
 
     def undo(self) -> None:
-        _change_routing(nodedelta.between(self.new, self.old))
+        _change_routing(nodedelta.between(self.new, self.old), undoing=True)
         if self.created:
             _remove_node_network(self.new, self.node)
 
@@ -108,7 +115,7 @@ class NodeRemoved:
         _change_routing(nodedelta.between(self.old, self.new))
 
     def undo(self) -> None:
-        _change_routing(nodedelta.between(self.new, self.old))
+        _change_routing(nodedelta.between(self.new, self.old), undoing=True)
 
     def finish(self) -> None:
         """After the commit the node is gone from the lab whatever happens here: what fails
