@@ -162,3 +162,23 @@ def test_delta_host_gw_and_calico():
         new = Cluster.from_state(old.to_state())
         add(new)
         assert list(_delta(old, new)) == ["netlab-unit.underlay"]
+
+
+def test_calico_new_node_peers_as_the_topology_says():
+    """Mesh: the new node peers with everyone and everyone with it. With route reflectors: it
+    peers with the reflectors only, and they take it as a client."""
+    from netlab.plan.bird import render
+    mesh = cluster({"backend": "calico"})
+    n3 = add(mesh)
+    assert "neighbor 192.168.56.13 as 64512;" in render(mesh, mesh.node("node1"))
+    text = render(mesh, n3)
+    assert "neighbor 192.168.56.11" in text and "neighbor 192.168.56.12" in text
+    assert f"route {n3.pod_cidr} blackhole;" in text
+    rr = cluster({"nodes": 3, "backend": "calico", "calico": {"routeReflectors": ["node1"]}})
+    n4 = add(rr)
+    text = render(rr, n4)
+    assert "neighbor 192.168.56.11" in text and "neighbor 192.168.56.12" not in text
+    reflector = render(rr, rr.node("node1"))
+    assert "protocol bgp Node_192_168_56_14 from bgp_template {\n  neighbor 192.168.56.14 as 64512;" in reflector
+    assert reflector.split("Node_192_168_56_14", 1)[1].split("}")[0].count("rr client;") == 1
+    assert "192.168.56.14" not in render(rr, rr.node("node2"))
