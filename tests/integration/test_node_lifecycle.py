@@ -179,6 +179,35 @@ def test_calico_node_joins_the_mesh_and_leaves_it(calico_lab):
     assert "node3" not in netlab("get", "nodes", "--lab", lab).stdout
 
 
+def test_readme_commands(calico_lab):
+    """Every command of the README's node section runs as written (with --lab) on the calico
+    lab, after the test above left it with node1, node2 and three replicas of web."""
+    import shlex
+    from pathlib import Path
+    lab = calico_lab.name
+    assert [n.name for n in engine.load(lab).nodes] == ["node1", "node2"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Nodes joining and leaving a running lab")[1].split("\n## ")[0]
+    block = section.split("```sh\n")[1].split("```")[0]
+    out = {}
+    for line in block.splitlines():
+        words = shlex.split(line.split("  #")[0].strip())
+        assert words[:2] == ["sudo", "netlab"], line
+        at = words.index("--") if "--" in words else len(words)
+        done = netlab(*words[2:at], "--lab", lab, *words[at:])
+        out[" ".join(words[2:at])] = done.stdout
+    assert out["node add"].startswith("node/node3 added: internal IP 192.168.56.13")
+    assert out["node add edge --label role=edge"].startswith("node/edge added: internal IP 192.168.56.14")
+    assert "edge " in out["get nodes"] and "node3 " in out["get nodes"]
+    birdc = out["exec --node node1"]
+    assert "Mesh_192_168_56_13" in birdc and "Established" in birdc
+    assert out["node remove node3"].startswith("node/node3 removed; pods deleted: default/web-")
+    cluster = settled(lab)
+    assert [n.name for n in cluster.nodes] == ["node1", "node2", "edge"]
+    assert len(cluster.rc_pods(cluster.rcs["default/web"])) == 4 and len(cluster.pods_on("edge")) == 1
+    assert established(lab, "node1") == {"Mesh_192_168_56_12", "Mesh_192_168_56_14"}
+
+
 def vtep_entries(ns: str) -> str:
     return sh(ns, "ip", "route") + sh(ns, "ip", "neigh", "show", "dev", "flannel.1") + \
         sh(ns, "bridge", "fdb", "show", "dev", "flannel.1")
