@@ -416,10 +416,18 @@ def down(lab: str) -> dict:
     return teardown(lab)
 
 
-def clean() -> list[dict]:
+def clean(lab: Optional[str] = None) -> list[dict]:
     """Remove everything any netlab lab left on this machine, and nothing else: labs with
-    state, namespaces carrying a lab's mark, netlab agents, and stale /etc/netns entries."""
+    state, namespaces carrying a lab's mark, netlab agents, and stale /etc/netns entries.
+    With `lab`, only that lab's (also when its state is gone: by its marks)."""
     require_root()
+    if lab is not None:
+        problem = names.check_dns_label(lab, names.LAB_NAME_MAX)
+        if problem:
+            raise InvalidError(f"not a lab name: {problem}", value=lab)
+        removed = teardown(lab)
+        _sweep_etc_netns(f"{names.PREFIX}{lab}.")
+        return [removed]
     labs = set(state.labs_with_state())
     for name in netns.list_names(names.PREFIX):
         mark = netns.parse_mark(netns.read_mark(name))
