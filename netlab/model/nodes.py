@@ -83,6 +83,27 @@ def new_node(cluster: Cluster, name: Optional[str] = None, labels: Optional[dict
     return spec
 
 
+def follow_api_endpoints(cluster: Cluster) -> None:
+    """default/kubernetes's Endpoints are the nodes' API listeners (model/addons.py): when the
+    node set changes they follow, unless the lab wrote its own."""
+    from .addons import KUBERNETES_SOURCE, kubernetes_service
+    from .objects import parse_object
+    current = cluster.endpoints.get("default/kubernetes")
+    if current is None or current.meta.source != KUBERNETES_SOURCE:
+        return
+    doc = next(d for d in kubernetes_service(cluster.config, cluster.nodes) if d["kind"] == "Endpoints")
+    fresh = parse_object(doc, KUBERNETES_SOURCE)
+    fresh.meta.source = KUBERNETES_SOURCE
+    cluster.endpoints["default/kubernetes"] = fresh
+
+
+def add(cluster: Cluster, name: Optional[str] = None, labels: Optional[dict] = None) -> Node:
+    """A node joins the cluster's model (new_node's checks first)."""
+    node = cluster.add_node(new_node(cluster, name, labels))
+    follow_api_endpoints(cluster)
+    return node
+
+
 def check_removable(cluster: Cluster, name: str) -> Node:
     """The node to remove; refused (one line) if unknown, the last one, or a route reflector."""
     node = next((n for n in cluster.nodes if n.name == name), None)
@@ -105,6 +126,7 @@ def drain(cluster: Cluster, name: str) -> list[str]:
     for key in gone:
         cluster.remove_pod(key)
     cluster.remove_node(name)
+    follow_api_endpoints(cluster)
     for rc in cluster.controllers():
         cluster.reconcile_rc(rc)
     return gone

@@ -33,7 +33,7 @@ def add_node(cluster: Cluster, kubelet, name: Optional[str] = None, labels: Opti
     """Add a node to the running lab; returns it. Nothing stays of an add that fails."""
     snapshot = cluster.snapshot()
     try:
-        node = cluster.add_node(nodes.new_node(cluster, name, labels))
+        node = nodes.add(cluster, name, labels)
     except BaseException:
         cluster.restore(snapshot)
         raise

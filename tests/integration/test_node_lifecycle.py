@@ -246,6 +246,7 @@ def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_la
     assert "10.244.3.0/24 via 10.244.3.0 dev flannel.1" in sh(n1.netns, "ip", "route")
     assert f"{edge.vtep_mac} dst {edge.internal_ip}" in sh(n2.netns, "bridge", "fdb", "show", "dev", "flannel.1")
 
+    assert "192.168.56.13:6443" in netlab("get", "endpoints", "kubernetes", "--lab", lab).stdout
     cluster = scale_to(lab, 3)
     new_pod = pod_on(cluster, "edge")
     assert reach(cluster, pod_on(cluster, "node1"), new_pod) and reach(cluster, new_pod, pod_on(cluster, "node2"))
@@ -268,6 +269,7 @@ def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_la
     lb = sh(names.underlay_netns(lab), "ip", "route", "show", "198.51.100.0/28")
     assert edge.internal_ip not in lb and n1.internal_ip in lb
     assert not netns.exists(edge.netns)
+    assert "192.168.56.13" not in netlab("get", "endpoints", "kubernetes", "--lab", lab).stdout
     assert verify_fails(lab, "vxlan-encap", "node-routes", *CHECKS) == {}
 
     # Added again at once: the same name, number, underlay port and address; then

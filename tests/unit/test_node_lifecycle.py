@@ -16,7 +16,7 @@ from .model_helpers import cluster, pod_doc, raises_at
 
 
 def add(c: Cluster, name=None, labels=None):
-    return c.add_node(nodes.new_node(c, name, labels))
+    return nodes.add(c, name, labels)
 
 
 def rc_doc(replicas: int) -> dict:
@@ -182,3 +182,23 @@ def test_calico_new_node_peers_as_the_topology_says():
     assert "protocol bgp Node_192_168_56_14 from bgp_template {\n  neighbor 192.168.56.14 as 64512;" in reflector
     assert reflector.split("Node_192_168_56_14", 1)[1].split("}")[0].count("rr client;") == 1
     assert "192.168.56.14" not in render(rr, rr.node("node2"))
+
+
+def test_the_kubernetes_service_endpoints_follow_the_nodes():
+    """default/kubernetes's endpoints are the nodes' API listeners: a node that leaves is no
+    longer one, a node that joins is; Endpoints a lab wrote itself are left alone."""
+    from netlab.model.addons import KUBERNETES_SOURCE, kubernetes_service
+    c = cluster({"nodes": 3})
+    c.admit([parse_object(d, KUBERNETES_SOURCE) for d in kubernetes_service(c.config, c.nodes)])
+
+    def ips(cl):
+        return [a["ip"] for a in cl.endpoints["default/kubernetes"].meta.raw["subsets"][0]["addresses"]]
+    assert ips(c) == ["192.168.56.11", "192.168.56.12", "192.168.56.13"]
+    nodes.drain(c, "node2")
+    c = Cluster.from_state(c.to_state())
+    assert ips(c) == ["192.168.56.11", "192.168.56.13"]
+    add(c, "edge")
+    assert ips(c) == ["192.168.56.11", "192.168.56.13", "192.168.56.12"]
+    c.endpoints["default/kubernetes"].meta.source = "mine.yaml"
+    nodes.drain(c, "edge")
+    assert ips(c) == ["192.168.56.11", "192.168.56.13", "192.168.56.12"]
