@@ -39,6 +39,7 @@ class Node:
     pod_cidr: str
     netns: str
     vtep_mac: str
+    created: float = 0.0        # joined a running lab then; 0: with the lab (`up`)
 
     @property
     def gateway(self) -> str:
@@ -348,6 +349,7 @@ class Cluster:
         """A node joins (spec.index chosen by model/nodes.py): it gets its subnet, or under
         calico its first IPAM block, as a node of lab.yaml does."""
         node = make_node(self.config, spec, spec.index)
+        node.created = time.time()
         self.config.nodes.append(spec)
         self.nodes.append(node)
         if self.ipam is not None:
@@ -418,6 +420,7 @@ class Cluster:
             "notReadyNodes": sorted(self.not_ready),
             # Each node's number (its subnet and address): a node added later keeps its own.
             "nodeIndexes": {n.name: n.index for n in self.nodes},
+            "nodesAdded": {n.name: n.created for n in self.nodes if n.created},
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
@@ -438,6 +441,8 @@ class Cluster:
         for spec in cfg.nodes:
             spec.index = (state.get("nodeIndexes") or {}).get(spec.name, spec.index)
         cluster = cls(config=cfg, nodes=make_nodes(cfg))
+        for node in cluster.nodes:
+            node.created = float((state.get("nodesAdded") or {}).get(node.name, 0.0))
         if cluster.ipam is not None:
             for block, held in (state.get("ipamBlocks") or {}).items():
                 cluster.ipam.claim(held["node"], block)

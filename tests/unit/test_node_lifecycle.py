@@ -49,6 +49,9 @@ def test_a_node_keeps_its_number_when_another_leaves_and_through_state():
     # The lowest free number is handed out again (name and number are independent).
     node = add(again, "edge")
     assert (node.index, node.internal_ip) == (2, "192.168.56.12")
+    # Its age counts from when it joined (the others': the lab's, 0 here).
+    assert node.created > 0 and Cluster.from_state(again.to_state()).node("edge").created == node.created
+    assert again.node("node1").created == 0.0
     assert nodes.default_name(again) == "node2"
 
 
