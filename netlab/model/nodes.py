@@ -15,6 +15,7 @@ from . import names
 from .cluster import Cluster, Node
 from .config import NODE_FIELDS, NodeSpec, _labels
 from .errors import InvalidError, NotFoundError, StateError
+from .ipam import node_subnet
 
 
 def default_name(cluster: Cluster) -> str:
@@ -53,7 +54,6 @@ def free_index(cluster: Cluster) -> int:
 
 
 def _subnet(cfg, index: int):
-    from .ipam import node_subnet
     return node_subnet(cfg.cluster_cidr, cfg.node_prefix, index)
 
 

@@ -235,6 +235,12 @@ def test_vxlan_failed_add_is_rolled_back(vxlan_lab):
     assert not netns.exists(names.node_netns(lab, "node3"))
     assert (vtep_entries(n1.netns), sh(underlay, "ip", "route"), sh(underlay, "ip", "-o", "link")) == before
     assert [n.name for n in engine.load(lab).nodes] == ["node1", "node2"]
+    # Refusals are one line and a distinct exit code, and change nothing.
+    done = netlab("node", "remove", "nope", "--lab", lab, check=False)
+    assert (done.returncode, done.stderr) == (3, 'error: nodes "nope" not found (nodes: node1, node2)\n')
+    done = netlab("node", "add", "node2", "--lab", lab, check=False)
+    assert done.returncode == 2 and done.stderr.endswith("metadata.name: Invalid value: 'node2': already exists\n")
+    assert [n.name for n in engine.load(lab).nodes] == ["node1", "node2"]
 
 
 def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_lab):
