@@ -5,6 +5,8 @@ entries follow; a failed add is rolled back; the new node survives an agent rest
 Each lab is built once for its tests (module fixtures) and torn down whatever happens."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -284,6 +286,15 @@ def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_la
     cluster = scale_to(lab, 4)
     again = pod_on(cluster, "edge")
     assert wait_until(lambda: reach(cluster, pod_on(cluster, "node2"), again), 5, "node2 -> the new edge")
+    # kubectl's `delete node` reaches the same route through the lab's API listener.
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        engine.add_node(lab, "spare")
+        config = netlab("kubeconfig", "--lab", lab).stdout.strip()
+        done = subprocess.run([kubectl, "delete", "node", "spare"], capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, KUBECONFIG=config))
+        assert (done.returncode, done.stdout) == (0, 'node "spare" deleted\n'), done.stderr
+        assert [n.name for n in engine.load(lab).nodes] == ["node1", "node2", "edge"]
     out = netlab("clean", lab).stdout
     assert out.startswith(f"removed lab {lab} (10 namespaces"), out
     assert not engine.lab_namespaces(lab) and lab not in engine.running_labs()
