@@ -133,7 +133,9 @@ def plan_underlay(cluster: Cluster) -> NsPlan:
     ns = names.underlay_netns(cluster.name)
     plan = NsPlan(ns, sysctls={"net.ipv4.ip_forward": "1"})
     plan.links.append(Link(UNDERLAY_BRIDGE, "bridge"))
-    plan.devices.append(Device(UNDERLAY_BRIDGE, mtu=cfg.mtu))
+    # A bridge left to itself takes the lowest MAC of its ports: a node joining or leaving
+    # would change the router's MAC under every other node's ARP entry for it. Set, it stays.
+    plan.devices.append(Device(UNDERLAY_BRIDGE, mtu=cfg.mtu, mac=bridge_mac(cluster.name, UNDERLAY_BRIDGE)))
     ports = [(names.uplink(n.name), n.netns) for n in cluster.nodes]
     ports.append((CLIENT_PORT, names.client_netns(cluster.name)))
     for port, peer_ns in ports:
@@ -163,6 +165,12 @@ def lb_route(cluster: Cluster) -> Route:
     """A cloud load balancer in miniature: the pool is routed to every node (ECMP), and each
     node's kube-proxy rules pick the service's endpoints."""
     return Route(cluster.config.lb_pool, multipath=[n.internal_ip for n in cluster.nodes])
+
+
+def bridge_mac(lab: str, bridge: str) -> str:
+    """A fixed, locally administered unicast MAC for one of the lab's bridges."""
+    h = names.short_hash(f"{lab}/{bridge}/mac", 10)
+    return "0e:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
 
 
 def plan_client(cluster: Cluster) -> NsPlan:

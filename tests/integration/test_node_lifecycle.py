@@ -245,8 +245,17 @@ def test_vxlan_failed_add_is_rolled_back(vxlan_lab):
     assert [n.name for n in engine.load(lab).nodes] == ["node1", "node2"]
 
 
+def bridge_mac(ns: str, dev: str) -> tuple[str, str]:
+    """(MAC, addr_assign_type): 3 is NET_ADDR_SET, a MAC no port joining or leaving changes."""
+    mac = sh(ns, "cat", f"/sys/class/net/{dev}/address").strip()
+    return mac, sh(ns, "cat", f"/sys/class/net/{dev}/addr_assign_type").strip()
+
+
 def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_lab):
     lab = vxlan_lab.name
+    # The router's MAC (br0's) stays what every node has in its ARP cache as ports come and go.
+    router = bridge_mac(names.underlay_netns(lab), "br0")
+    assert router[1] == "3", router
     node = engine.add_node(lab, "edge", {"role": "edge"})
     assert node["metadata"]["labels"]["role"] == "edge" and node["spec"]["podCIDR"] == "10.244.3.0/24"
     cluster = engine.load(lab)
@@ -278,6 +287,7 @@ def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_la
     assert edge.internal_ip not in lb and n1.internal_ip in lb
     assert not netns.exists(edge.netns)
     assert "192.168.56.13" not in netlab("get", "endpoints", "kubernetes", "--lab", lab).stdout
+    assert bridge_mac(names.underlay_netns(lab), "br0") == router
     assert verify_fails(lab, "vxlan-encap", "node-routes", *CHECKS) == {}
 
     # Added again at once: the same name, number, underlay port and address; then

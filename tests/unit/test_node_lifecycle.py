@@ -205,3 +205,14 @@ def test_the_kubernetes_service_endpoints_follow_the_nodes():
     c.endpoints["default/kubernetes"].meta.source = "mine.yaml"
     nodes.drain(c, "edge")
     assert ips(c) == ["192.168.56.11", "192.168.56.13", "192.168.56.12"]
+
+
+def test_the_underlay_bridge_has_a_fixed_mac():
+    """Left to itself a bridge takes its ports' lowest MAC: a node joining or leaving would
+    change the router's MAC under the other nodes' ARP entries. Its own, stable per lab."""
+    from netlab.plan.network import UNDERLAY_BRIDGE, plan_underlay
+    macs = [d.mac for d in plan_underlay(cluster()).devices if d.name == UNDERLAY_BRIDGE]
+    assert len(macs) == 1 and macs == [d.mac for d in plan_underlay(cluster({"nodes": 5})).devices
+                                       if d.name == UNDERLAY_BRIDGE]
+    first = int(macs[0].split(":")[0], 16)
+    assert first & 0b10 and not first & 0b1          # locally administered, unicast
