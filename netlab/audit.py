@@ -31,7 +31,8 @@ def audit(cluster: Cluster, ready: Optional[set[str]]) -> dict[str, list[str]]:
     for node in cluster.nodes:
         if node.netns not in present:
             continue
-        want = {names.host_veth(p.meta.namespace, p.meta.name, cluster.config.backend) for p in cluster.pods_on(node.name)}
+        want = {names.host_veth(p.meta.namespace, p.meta.name, calico=cluster.config.calico_pods)
+                for p in cluster.pods_on(node.name)}
         handle = netns.open_netlink(node.netns)
         try:
             have = {link.get_attr("IFLA_IFNAME") for link in handle.get_links()}

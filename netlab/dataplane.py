@@ -54,7 +54,7 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
         before = previous.get(node.name, ())
         text = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=before, cleanup=cleanup)
         iptables.sync_node(node.netns, text)
-        if cluster.config.backend == "calico":
+        if cluster.config.calico_pods:          # backend calico, or Canal: Felix's part
             sync_policy(cluster, node)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
         if not cleanup:

@@ -57,6 +57,7 @@ def describe(view, stable: bool = False) -> dict:
     nodes = [{"name": n.name, "ip": n.internal_ip, "cidr": n.pod_cidr, "gw": n.gateway}
              for n in cluster.nodes]
     return {"lab": "course" if stable else view.name, "backend": backend, "proxy": view.proxy_mode, "nodes": nodes,
+            "calicoPods": cluster.config.calico_pods, "canal": cluster.config.canal,
             "pods": pods, "services": services, "client": view.client_ip,
             "internet": view.internet_ip}
 
@@ -64,8 +65,9 @@ def describe(view, stable: bool = False) -> dict:
 def to_dot(topo: dict) -> str:
     backend = topo["backend"]
     device, wire = OVERLAY.get(backend, (None, backend))
-    bridge = "cali veths, proxy_arp" if backend == "calico" else "cni0"
-    title = f"lab {topo['lab']}: backend {backend}, kube-proxy {topo['proxy']}"
+    routed = topo.get("calicoPods", backend == "calico")      # Calico's CNI plugin: no cni0
+    title = f"lab {topo['lab']}: backend {backend}{' + Calico policy (Canal)' if topo.get('canal') else ''}, " \
+            f"kube-proxy {topo['proxy']}"
     out = ["digraph lab {", "  rankdir=TB; newrank=true; compound=true;",
            '  graph [fontname="Helvetica", fontsize=11, labeljust=l];',
            '  node [fontname="Helvetica", fontsize=10, shape=box, style="rounded,filled", fillcolor=white];',
@@ -84,7 +86,7 @@ def to_dot(topo: dict) -> str:
         out.append(f'  subgraph cluster_{nid} {{ label={_q(n["name"] + "  eth0 " + n["ip"] + "  pods " + n["cidr"])}; '
                    'style="filled"; fillcolor="#dae8fc";')
         out.append(f'    {nid}_eth0 [label={_q("eth0 " + n["ip"])}, fillcolor="#dddddd"];')
-        blabel = bridge if backend == "calico" else f"cni0 {n['gw']}/24"
+        blabel = "cali veths, proxy_arp" if routed else f"cni0 {n['gw']}/24"
         out.append(f'    {nid}_br [label={_q(blabel)}, fillcolor="#d5e8d4"];')
         if device:
             out.append(f'    {nid}_ovl [label={_q(device)}, fillcolor="#f8cecc"];')
@@ -117,7 +119,8 @@ def to_mermaid(topo: dict) -> str:
     for n in topo["nodes"]:
         nid = _id(n["name"])
         out.append(f'  subgraph {nid}["{n["name"]} {n["ip"]} pods {n["cidr"]}"]')
-        out.append(f'    {nid}_br["cni0 {n["gw"]}"]')
+        routed = topo.get("calicoPods", topo["backend"] == "calico")
+        out.append(f'    {nid}_br["cali veths, proxy_arp"]' if routed else f'    {nid}_br["cni0 {n["gw"]}"]')
         for p in topo["pods"]:
             if p["node"] == n["name"]:
                 out.append(f'    {_id(p["key"])}["{p["label"]} {p["ip"] or ""}"] --- {nid}_br')

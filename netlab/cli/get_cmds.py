@@ -140,7 +140,8 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, services (svc), endpo
         rows = [[n.name, readiness.get(n.name, "Unknown"), "<none>", n.internal_ip, n.pod_cidr] for n in nodes]
         if output == "wide":
             headers += ["BACKEND", "PODS", "NETNS"]
-            rows = [r + [cluster.config.backend, len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
+            backend = cluster.config.backend + ("+canal" if cluster.config.canal else "")
+            rows = [r + [backend, len(cluster.pods_on(n.name)), n.netns] for r, n in zip(rows, nodes)]
         typer.echo(table(headers, rows))
         return
     if resource in netpol_view.KINDS:
@@ -295,7 +296,7 @@ def describe(kind: str = typer.Argument(..., help="pod, node or service."),
                   f"Status:       {node_statuses(cluster.name).get(node.name, 'Unknown')}",
                   f"Labels:       {', '.join(f'{k}={v}' for k, v in node.labels.items())}",
                   f"InternalIP:   {node.internal_ip}", f"PodCIDR:      {node.pod_cidr}",
-                  f"Netns:        {node.netns}", f"Backend:      {cluster.config.backend}",
+                  f"Netns:        {node.netns}", f"Backend:      {cluster.config.backend_label}",
                   f"VTEP:         flannel.1 {node.vtep_ip} {node.vtep_mac}" if cluster.config.backend == "vxlan" else "",
                   f"TUN:          flannel0 {node.vtep_ip}, flanneld on {node.internal_ip}:8285"
                   if cluster.config.backend == "udp" else "",

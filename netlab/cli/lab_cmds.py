@@ -68,7 +68,7 @@ def up(lab_dir: Path = typer.Argument(..., help="Lab directory (lab.yaml + manif
         raise
     cfg = cluster.config
     typer.echo(f"lab {cluster.name} is up in {time.monotonic() - started:.1f}s: "
-               f"{len(cluster.nodes)} nodes ({cfg.backend}), {len(cluster.pods)} pods, "
+               f"{len(cluster.nodes)} nodes ({cfg.backend_label}), {len(cluster.pods)} pods, "
                f"{len(cluster.services)} services, kube-proxy {cfg.proxy_mode} mode")
     typer.echo(table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],
                      [[n.name, n.internal_ip, n.pod_cidr, len(cluster.pods_on(n.name))] for n in cluster.nodes]))

@@ -92,7 +92,7 @@ class Cluster:
     seed: Optional[int] = None
     # Nodes the node controller has found NotReady: tainted, so nothing new lands there.
     not_ready: set[str] = field(default_factory=set)
-    # networking.k8s.io/v1 NetworkPolicies (model/netpol.py), enforced by the calico backend.
+    # networking.k8s.io/v1 NetworkPolicies (model/netpol.py), enforced by the calico backend and Canal.
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
     # apps/v1 Deployments, ReplicaSets, DaemonSets, StatefulSets (model/workloads.py),
     # keyed "Kind/namespace/name".

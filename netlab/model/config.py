@@ -15,7 +15,12 @@ PROXY_MODES = ("iptables", "userspace")
 # address of a pod that exists in that namespace, disabled none.
 DNS_POD_MODES = ("insecure", "verified", "disabled")
 LAB_API_VERSIONS = ("netlab/v1",)
-SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network", "calico", "ingress")
+SPEC_FIELDS = ("nodes", "backend", "proxyMode", "dns", "dnsPods", "network", "calico", "ingress",
+               "networkPolicy")
+FLANNEL_BACKENDS = ("vxlan", "host-gw", "udp")
+# spec.networkPolicy on a flannel backend: who enforces NetworkPolicy. "calico" is Canal:
+# flannel carries pods between nodes, Calico's CNI plugin wires each pod and Felix polices it.
+NETWORK_POLICY_PROVIDERS = ("calico",)
 # spec.calico: what calico-node's BGPConfiguration, IPPool and Node resources say on a real cluster.
 CALICO_FIELDS = ("asNumber", "blockSize", "routeReflectors", "ipipMode", "bgpHoldTime")
 IPIP_MODES = ("Never", "Always", "CrossSubnet")
@@ -72,7 +77,23 @@ class LabConfig:
     vxlan_vni: int = 1
     vxlan_port: int = 8472
     calico: CalicoConfig = field(default_factory=CalicoConfig)
+    network_policy: str = ""          # "calico" on a flannel backend: Canal; "" none
     source: str = ""
+
+    @property
+    def calico_pods(self) -> bool:
+        """Pods wired by Calico's CNI plugin (cali veths, /32 routes, 169.254.1.1) and policed
+        by Felix's chains: backend calico, or a flannel backend with Canal's networkPolicy."""
+        return self.backend == "calico" or self.network_policy == "calico"
+
+    @property
+    def canal(self) -> bool:
+        return self.backend in FLANNEL_BACKENDS and self.network_policy == "calico"
+
+    @property
+    def backend_label(self) -> str:
+        """The backend as `up` and `describe node` show it: "Canal: vxlan + Calico"."""
+        return f"Canal: {self.backend} + Calico" if self.canal else self.backend
 
     def to_dict(self) -> dict:
         return {
@@ -91,6 +112,7 @@ class LabConfig:
                     "mtu": self.mtu, "vxlanVNI": self.vxlan_vni, "vxlanPort": self.vxlan_port,
                 },
                 **({"calico": self.calico.to_dict()} if self.backend == "calico" else {}),
+                **({"networkPolicy": self.network_policy} if self.network_policy else {}),
             },
         }
 
@@ -177,6 +199,7 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
     dns_pods = spec.get("dnsPods", "insecure")
     if dns_pods not in DNS_POD_MODES:
         raise _err(file, "spec.dnsPods", f"supported values: {', '.join(DNS_POD_MODES)}", dns_pods)
+    network_policy = _network_policy(spec.get("networkPolicy"), backend, file)
     ingress = spec.get("ingress")
     if ingress is not None and not isinstance(ingress, bool):
         raise _err(file, "spec.ingress", "must be true or false", ingress)
@@ -190,7 +213,13 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
         if key not in known:
             raise _err(file, f"spec.network.{key}", f"unknown field (known: {', '.join(sorted(known))})")
     cfg = LabConfig(name=name, nodes=nodes, backend=backend, proxy_mode=proxy_mode, dns=dns,
-                    dns_pods=dns_pods, source=file)
+                    dns_pods=dns_pods, network_policy=network_policy, source=file)
+    if cfg.calico_pods and proxy_mode == "userspace":
+        # The userspace proxy REDIRECTs a pod's packet to the address of the interface it came
+        # in on; a cali veth has none, so the kernel drops it (every Service would time out).
+        raise _err(file, "spec.proxyMode", "userspace needs an address on the pod's host interface "
+                   "for its REDIRECT, and Calico's cali veths have none (backend calico, or "
+                   "networkPolicy: calico): use proxyMode: iptables", proxy_mode)
     cfg.ingress = ingress
     p = "spec.network."
     cluster = _net(net.get("clusterCIDR", cfg.cluster_cidr), file, p + "clusterCIDR")
@@ -261,6 +290,17 @@ def parse_lab(doc: dict | None, *, default_name: str, file: str = "lab.yaml",
         cfg.calico = _calico(spec.get("calico"), cfg, cluster, net.get("nodeSubnetPrefix"), file)
         cfg.node_prefix = cfg.calico.block_size
     return cfg
+
+
+def _network_policy(value, backend: str, file) -> str:
+    """spec.networkPolicy: calico (Canal) on a flannel backend. Backend calico enforces
+    NetworkPolicy anyway, so there the field may only say so."""
+    if value is None:
+        return ""
+    if value not in NETWORK_POLICY_PROVIDERS:
+        raise _err(file, "spec.networkPolicy", f"supported values: {', '.join(NETWORK_POLICY_PROVIDERS)} "
+                   "(leave it out for no enforcement)", value)
+    return value if backend in FLANNEL_BACKENDS else ""
 
 
 def _calico(doc, cfg: LabConfig, cluster: ipaddress.IPv4Network, node_prefix, file) -> CalicoConfig:

@@ -167,11 +167,11 @@ def lab_of_netns(netns: str) -> str | None:
     return netns[len(PREFIX):].split(".", 1)[0] or None
 
 
-def host_veth(namespace: str, pod: str, backend: str = "") -> str:
+def host_veth(namespace: str, pod: str, *, calico: bool = False) -> str:
     """The node-side end of a pod's veth pair: 'veth' + 8 hex digits, like CNI's vethXXXXXXXX;
-    with backend calico 'cali' + the first 11 hex digits of sha1("<namespace>.<pod>"), the
-    name Calico's CNI plugin gives it (so Felix's `cali+` matches find it)."""
-    if backend == "calico":
+    with Calico's CNI plugin (backend calico, or Canal) 'cali' + the first 11 hex digits of
+    sha1("<namespace>.<pod>"), the name that plugin gives it (so Felix's `cali+` matches find it)."""
+    if calico:
         return "cali" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
     return "veth" + short_hash(f"{namespace}/{pod}")
 

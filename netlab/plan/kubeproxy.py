@@ -520,7 +520,8 @@ def render_node_rules(cluster: Cluster, node: Node,
         _write_stale_chains(b, previous_chains)
     _write_trailer(b)
     # backend calico: the IP pool's natOutgoing (Felix's cali-nat-outgoing), pool to outside
-    # only; a node has several blocks, so every pod address counts as this node's.
+    # only; a node has several blocks, so every pod address counts as this node's. Canal keeps
+    # flanneld --ip-masq (canal.yaml runs it so), on the node's own flannel subnet.
     _write_flannel_masq(b, cidr, cidr if cluster.config.backend == "calico" else node.pod_cidr)
     return b.text()
 

@@ -221,7 +221,7 @@ def render_node(cluster: Cluster, node: Node) -> NodePolicy:
     local = sorted(cluster.pods_on(node.name), key=lambda p: p.meta.key)
     dispatch_to, dispatch_from = [], []
     for pod in local:
-        iface = names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.backend)
+        iface = names.host_veth(pod.meta.namespace, pod.meta.name, calico=cluster.config.calico_pods)
         tw = comp.endpoint(pod, iface, "Ingress")
         fw = comp.endpoint(pod, iface, "Egress")
         dispatch_to.append(f"-A cali-to-wl-dispatch -o {iface} -g {tw}")

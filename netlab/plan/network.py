@@ -7,8 +7,10 @@ real cluster has on each machine:
                   inet0 towards the simulated internet, routes for the load-balancer pool
     node ns       eth0 on the underlay, cni0 bridge (pod gateway), flannel.1 (vxlan backend)
                   or flannel0 (udp backend, a TUN read by the node's flanneld),
-                  one veth* per pod on cni0
+                  one veth* per pod on cni0 (backend calico and Canal: no cni0, one cali*
+                  per pod with the pod's /32 routed to it)
     pod ns        eth0 (the other end of the pod's veth), default route via cni0's address
+                  (calico/Canal: via 169.254.1.1, answered by the cali end's proxy ARP)
     client ns     an outside client on the underlay (NodePort/LoadBalancer from outside)
     internet ns   a host on a documentation range, reached through the underlay router
 """
@@ -213,9 +215,12 @@ def plan_node(cluster: Cluster, node: Node) -> NsPlan:
         # node daemon) installs the blackhole routes of the node's blocks and learns the
         # other nodes' blocks over BGP.
         return plan
-    plan.links.append(Link(POD_BRIDGE, "bridge"))
-    plan.devices.append(Device(POD_BRIDGE, mtu=pod_mtu(cluster)))
-    plan.addresses.append((POD_BRIDGE, f"{node.gateway}/{_prefixlen(node.pod_cidr)}"))
+    if not cfg.canal:
+        plan.links.append(Link(POD_BRIDGE, "bridge"))
+        plan.devices.append(Device(POD_BRIDGE, mtu=pod_mtu(cluster)))
+        plan.addresses.append((POD_BRIDGE, f"{node.gateway}/{_prefixlen(node.pod_cidr)}"))
+    # Canal: no bridge either. Calico's CNI plugin routes each local pod as a /32 to its cali
+    # veth (longer than any route below), and flannel routes the other nodes' subnets as usual.
     remotes = [n for n in cluster.nodes if n.name != node.name]
     if cfg.backend == "vxlan":
         # flannel's vxlan backend: no learning, everything programmed from the subnet lease.
@@ -242,12 +247,12 @@ def plan_node(cluster: Cluster, node: Node) -> NsPlan:
 
 
 def plan_pod(cluster: Cluster, pod: Pod) -> tuple[NsPlan, NsPlan]:
-    """(the node-side part: the veth on cni0, the pod's own namespace)."""
+    """(the node-side part: the veth on cni0, or Calico's routed veth; the pod's own namespace)."""
     node = cluster.node(pod.spec.node_name)
     pod_ns = cluster.pod_netns(pod)
-    host_end = names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.backend)
+    host_end = names.host_veth(pod.meta.namespace, pod.meta.name, calico=cluster.config.calico_pods)
     mtu = pod_mtu(cluster)
-    if cluster.config.backend == "calico":
+    if cluster.config.calico_pods:
         return plan_calico_pod(cluster, pod, node, pod_ns, host_end, mtu)
     node_part = NsPlan(node.netns,
                        links=[Link(host_end, "veth", peer="eth0", peer_netns=pod_ns)],

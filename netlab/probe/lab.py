@@ -65,6 +65,28 @@ class LabView:
     def pod_by_ip(self, ip: str) -> Optional[Pod]:
         return next((p for p in self.pods if p.pod_ip == ip), None)
 
+    def policy_allows(self, src: Pod, dst: Optional[Pod], port: int, dst_ip: str = "") -> bool:
+        """Whether the lab's NetworkPolicies let src open a TCP connection to dst's port (or to
+        dst_ip's, a place that is no pod); always where nothing enforces them (a flannel backend
+        without Canal). Checks about the network itself probe only allowed pairs: denied ones
+        are the `policy` check's."""
+        if not self.cluster.policies or not self.cluster.config.calico_pods:
+            return True
+        from ..model.netpol import decide
+        ip = dst.pod_ip if dst is not None else dst_ip
+        return decide(self.cluster, src.pod_ip, src, ip, dst, port).allowed
+
+    def cross_node_pair(self) -> Optional[tuple[Pod, Pod, int]]:
+        """The first pod with a TCP port and the first pod on another node that policy lets
+        reach it: (source, destination, port)."""
+        for dst in self.pods:
+            ports = self.tcp_ports(dst)
+            src = next((p for p in self.pods if p.spec.node_name != dst.spec.node_name
+                        and ports and self.policy_allows(p, dst, ports[0])), None)
+            if src:
+                return src, dst, ports[0]
+        return None
+
     @staticmethod
     def declared_tcp_ports(pod: Pod) -> list[int]:
         return [p.container_port for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"]

@@ -8,6 +8,10 @@ node address when the rules masqueraded). Waiting until the server has accept()e
 paces the probe: a server with a small listen backlog (the guestbook's is 5) would otherwise
 drop SYNs that arrive faster than it accepts. `coverage(n)` is how many connections make it
 all but certain (1 in 10^4) that each of n endpoints gets one.
+
+A pod's kubelet probes it too (a readinessProbe every second, from the node's cni0 address,
+which is also an address the node masquerades to): a new entry whose other end is a socket
+of the pod's own node is such a probe, not the probe's connection, and is passed over.
 """
 from __future__ import annotations
 
@@ -51,12 +55,15 @@ class Landing:
 Tables = Callable[[], dict[str, dict[str, bool]]]
 
 
-def _await_new(tables: Tables, known: dict[str, set[str]]) -> Optional[tuple[str, str]]:
+def _await_new(tables: Tables, known: dict[str, set[str]],
+               node_made: Callable[[str, str], bool]) -> Optional[tuple[str, str]]:
     """The (pod, peer) of the connection that just appeared, once accepted (or at the deadline)."""
     deadline = time.monotonic() + ACCEPT_WAIT
     found = None
     while True:
         for key, peers in tables().items():
+            for peer in [p for p in peers if p not in known[key] and node_made(key, p)]:
+                known[key].add(peer)            # the kubelet's probe of that pod
             fresh = [(peer, accepted) for peer, accepted in peers.items() if peer not in known[key]]
             if fresh:
                 found = (key, fresh[0][0])
@@ -75,6 +82,19 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
         return {key: conntable.established(pid, p) for key, (pid, p) in servers.items()}
 
     known = {key: set(peers) for key, peers in tables().items()}
+    node_of = {ep.pod: view.node_of(view.pod_of(ep)).netns for ep in endpoints}
+    server_of = {ep.pod: f"{ep.ip}:{ep.port}" for ep in endpoints}
+    judged: dict[tuple[str, str], bool] = {}
+
+    def node_made(key: str, peer: str) -> bool:
+        """Whether the pod's node itself holds the other end (peer -> the pod's server) and it
+        is not the probe's own socket (a probe from the node). NAT keeps every tuple unique,
+        so a masqueraded connection never looks like one."""
+        if (key, peer) not in judged:
+            judged[key, peer] = (peer not in result.client_locals and (peer, server_of[key]) in
+                                 sockets.in_netns(node_of[key], conntable.own_connections))
+        return judged[key, peer]
+
     result = Landing()
     held = []
     try:
@@ -91,7 +111,7 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
                 result.client_locals.append("%s:%d" % sock.getsockname())
             except OSError:         # reset already; the servers' side tells the rest
                 pass
-            found = _await_new(tables, known)
+            found = _await_new(tables, known, node_made)
             if found is None:       # connected, yet no endpoint has it: stop, this is the finding
                 result.lost += 1
                 break

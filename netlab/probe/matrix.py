@@ -141,10 +141,10 @@ def run(view: LabView, workers: int = WORKERS, timeout: float = TIMEOUT,
 
 
 def policy_verdicts(view: LabView, cols: list[Column]) -> Callable[[Pod, Column], str]:
-    """What the lab's NetworkPolicies say of a pair (calico enforces them): "allowed",
+    """What the lab's NetworkPolicies say of a pair (calico and Canal enforce them): "allowed",
     "denied", or "" (no policy, another backend, or a service whose endpoints differ)."""
     cluster = view.cluster
-    if not cluster.policies or cluster.config.backend != "calico":
+    if not cluster.policies or not cluster.config.calico_pods:
         return lambda src, col: ""
     from ..model.netpol import decide
     by_key = {p.meta.key: p for p in view.pods}

@@ -190,7 +190,8 @@ class Walker:
 
     @property
     def calico(self) -> bool:
-        return self.view.cluster.config.backend == "calico"
+        """Pods wired by Calico's CNI plugin and policed by Felix (backend calico or Canal)."""
+        return self.view.cluster.config.calico_pods
 
     def ns(self, name: str) -> Namespace:
         if name not in self.spaces:
@@ -209,7 +210,7 @@ class Walker:
             return [Branch(1.0, hops, f"not sent: {route}", "dropped")]
         if pod is not None and self.calico:
             node = self.view.node_of(pod)
-            veth = names.host_veth(pod.meta.namespace, pod.meta.name, "calico")
+            veth = names.host_veth(pod.meta.namespace, pod.meta.name, calico=True)
             hops.append(Hop(where, f"eth0 is a veth: its peer {veth} on {node.name} answers ARP for "
                                    f"{netplan.CALICO_GATEWAY} (proxy_arp), so the packet enters {node.name}"))
             return self.at_node(node, pkt, veth, hops, 1.0, [], 0)
@@ -294,8 +295,9 @@ class Walker:
             for post in walk(space.tables["nat"], "POSTROUTING", fwd.packet, where):
                 p = post.packet
                 if p.masquerade:
-                    p = replace(p, src=space.addresses.get(route.dev, p.src), masquerade=False)
-                    what = f"nat POSTROUTING: MASQUERADE {pkt.src} -> {p.src} ({route.dev}'s address)"
+                    p = replace(p, src=_masquerade_source(space, route.dev, p.src), masquerade=False)
+                    owner = route.dev if route.dev in space.addresses else "eth0"
+                    what = f"nat POSTROUTING: MASQUERADE {pkt.src} -> {p.src} ({owner}'s address)"
                 else:
                     what = "nat POSTROUTING: no translation"
                 h2 = h + [Hop(here, what, tuple(post.lines))]
@@ -412,8 +414,15 @@ class Walker:
         return self.at_node(nxt, pkt, dev, hops, chance, hits, depth + 1)
 
 
+def _masquerade_source(space: Namespace, dev: str, src: str) -> str:
+    """The address MASQUERADE picks: the outgoing device's own; a device with none (a cali veth:
+    a pod reaching itself through its service with calico or Canal) has the kernel take the
+    first universe-scope address of the namespace, the node's eth0 one."""
+    return space.addresses.get(dev) or space.addresses.get("eth0", src)
+
+
 def _drop_end(node: Node, fwd) -> str:
-    """Why the filter table stopped the packet; with calico, the policy rule that dropped it."""
+    """Why the filter table stopped the packet; with calico or Canal, the policy rule that dropped it."""
     verdict = f"{fwd.verdict.lower()}ed by {node.name}'s filter table"
     rule = fwd.hit[-1] if fwd.hit else None
     if rule is None or not rule.chain.startswith(("cali-tw-", "cali-fw-", "cali-from-", "cali-to-")):

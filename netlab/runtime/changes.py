@@ -71,8 +71,8 @@ def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
     with Builder() as builder:
         for pod in pods:
             try:
-                builder.remove_links(cluster.node(pod.spec.node_name).netns,
-                                     [names.host_veth(pod.meta.namespace, pod.meta.name, cluster.config.backend)])
+                veth = names.host_veth(pod.meta.namespace, pod.meta.name, calico=cluster.config.calico_pods)
+                builder.remove_links(cluster.node(pod.spec.node_name).netns, [veth])
             except LabError:
                 pass      # the node itself is gone
     for ns in spaces:

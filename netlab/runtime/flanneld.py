@@ -5,7 +5,8 @@ flannel0` hands every cross-node packet to the TUN device flannel0; flanneld rea
 IP packet: no packet-information header), looks up the node that holds the destination's
 subnet and sends the packet, unchanged, as the payload of one UDP datagram from its own
 underlay address, port 8285, to that node's port 8285. The receiving flanneld writes the
-payload into its own flannel0, and the node's route `<own subnet> dev cni0` delivers it.
+payload into its own flannel0, and the node's route `<own subnet> dev cni0` delivers it (with
+Canal, the pod's /32 route to its cali veth).
 
 Lean on purpose, one read, one lookup, one send per packet, into preallocated buffers:
 
@@ -102,6 +103,10 @@ class Forwarder:
         with open(self.table_path) as f:
             text = f.read()
         shift, table = parse_table(text, self.port)
+        # This node's own subnet never goes out through flannel0: with cni0 its route wins, and
+        # with Canal (pods as /32 routes) a packet for an unused address of it would otherwise
+        # come back to this flanneld, into flannel0 and out again until its TTL ran out.
+        table = {k: v for k, v in table.items() if v[0] != self.local_ip}
         self.routes = [shift, table]          # one assignment: the packet thread sees old or new
         self.mtime = st.st_mtime
         peers = ", ".join(f"{ipaddress.IPv4Address(k << shift)}/{32 - shift}->{ip}"

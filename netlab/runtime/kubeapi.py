@@ -2,7 +2,7 @@
 
 The agent is the lab's API server and only writer, on its root-only Unix socket; it is
 single-threaded and forks, so it never speaks TLS nor holds a connection. This front-end,
-one process per listener run and restarted by the agent like a node daemon, terminates TLS,
+one process per listener, forked and restarted by the agent like a node daemon, terminates TLS,
 checks the caller, forwards each request to the agent's socket, and holds the long requests
 itself: a watch (it asks the agent for the events after the last resourceVersion, a few
 times a second, and streams them) and `logs -f` (it asks for the bytes after the last ones).
@@ -364,6 +364,14 @@ def serve(lab: str, loopback: bool, address: str = "") -> int:
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     server.serve_forever(poll_interval=0.5)
     return 0
+
+
+def serve_forked(lab: str, loopback: bool, address: str = "") -> int:
+    """serve() in a child forked from the agent (runtime/daemons.py): what the agent's
+    garbage collector tracks stays out of ours, so it is never scanned (and copied)."""
+    import gc
+    gc.freeze()
+    return serve(lab, loopback, address)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

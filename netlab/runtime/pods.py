@@ -125,6 +125,7 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
     """Fork the pod's PID-1 holder; return (pid, fd that becomes readable when it is ready)."""
     security = security or PodSecurity()
     caps.last_cap()                   # read while /proc is the host's
+    shared = _shared_root_ns() if _fits_shared_root(security) else None
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -139,18 +140,20 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
             forget_agent_signals()
             os.setsid()
             nsops.setns_path(netns_file, nsops.CLONE_NEWNET)
-            nsops.unshare(nsops.CLONE_NEWUTS | nsops.CLONE_NEWIPC | nsops.CLONE_NEWNS)
-            nsops.sethostname(hostname)
-            nsops.make_mounts_private()
-            # Our copy of the mount table holds every lab namespace's bind mount; drop them, or
-            # the machine's mount count grows with the square of the number of pods.
-            if os.path.ismount("/run/netns") or os.path.isdir("/run/netns"):
-                try:
-                    nsops.umount_detach("/run/netns")
-                except OSError:
-                    pass
-            files = _read_pod_files(etc_dir)      # from the lab's state dir, hidden after the pivot
-            _build_root(security)
+            files = _read_pod_files(etc_dir)      # from the lab's state dir, out of the pod's sight
+            if shared is not None:
+                # A copy of the lab's shared root (its root and our cwd from the setns), and
+                # the pod's own mounts on top: no copy of the host's mount table to discard.
+                nsops.setns_fd(shared, nsops.CLONE_NEWNS)
+                nsops.unshare(nsops.CLONE_NEWUTS | nsops.CLONE_NEWIPC | nsops.CLONE_NEWNS)
+                nsops.sethostname(hostname)
+                _build_pod_mounts(security, "")
+            else:
+                nsops.unshare(nsops.CLONE_NEWUTS | nsops.CLONE_NEWIPC | nsops.CLONE_NEWNS)
+                nsops.sethostname(hostname)
+                nsops.make_mounts_private()
+                _drop_netns_mounts()
+                _build_root(security)
             _bind_etc(files, hostname)
             caps.confine(())          # pause needs no capability at all
         except BaseException as exc:  # noqa: BLE001 - reported through the log; no "ready"
@@ -164,6 +167,74 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
     return pid, ready_r
 
 
+def _drop_netns_mounts() -> None:
+    """Our copy of the mount table holds every lab namespace's bind mount; drop them, or the
+    machine's mount count grows with the square of the number of pods."""
+    if os.path.ismount("/run/netns") or os.path.isdir("/run/netns"):
+        try:
+            nsops.umount_detach("/run/netns")
+        except OSError:
+            pass
+
+
+# The agent's shared root: a mount namespace, held by this descriptor and no process, whose
+# root is what _build_shared_root makes. Built once; a pod's holder copies it (a few dozen
+# mounts) instead of copying the host's mount table, building the same read-only tree again
+# and detaching the host's root (most of a sandbox's cost: the detach waits for RCU).
+_SHARED_ROOT: list[Optional[int]] = []
+
+
+def _fits_shared_root(security: PodSecurity) -> bool:
+    """Pods that need something of the host's tree beyond the shared root build their own:
+    an add-on's host paths, a volume at a top-level path the host lacks, netlab's code where
+    the pod's tmpfs would cover it."""
+    return (not security.host_paths and not _code_under_tmpfs()
+            and all(os.path.lexists("/" + path.split("/")[1]) for path in security.pod_mounts()))
+
+
+def _shared_root_ns() -> Optional[int]:
+    """The descriptor of the shared root's mount namespace (None if it cannot be built here:
+    then each pod builds its root as a whole, as before)."""
+    if not _SHARED_ROOT:
+        _SHARED_ROOT.append(_build_shared_root_ns())
+    return _SHARED_ROOT[0]
+
+
+def _build_shared_root_ns() -> Optional[int]:
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            forget_agent_signals()
+            nsops.unshare(nsops.CLONE_NEWNS)
+            nsops.make_mounts_private()
+            _drop_netns_mounts()
+            _build_shared_root("/tmp")
+            nsops.pivot_root("/tmp")
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)            # until the agent holds the namespace
+        except BaseException as exc:  # noqa: BLE001
+            _report_error(2, "shared pod root", exc)
+            _child_exit(1)
+        _child_exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        ok = os.read(ready_r, 1) == b"1"
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC) if ok else None
+    finally:
+        os.close(done_w)
+        os.close(ready_r)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    return fd
+
+
 def _tmpfs(target: str, options: str, flags: int = nsops.MS_NOSUID | nsops.MS_NODEV) -> None:
     nsops.mount("tmpfs", target, "tmpfs", flags, options)
 
@@ -172,9 +243,16 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
     """Build the pod's root on a tmpfs at `root` and pivot into it (see the module's notes)."""
     # netlab's code and Python where the pod gets a fresh place (a checkout under /tmp, as CI
     # runners often make): held by descriptor now, since the root's own tmpfs covers /tmp.
-    code = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in _code_paths()
-            if any(path == target or path.startswith(target + "/") for target, _ in _TMPFS)
-            and os.path.isdir(path)]
+    code = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in _code_under_tmpfs()]
+    _build_shared_root(root, security)
+    _build_pod_mounts(security, root, code)
+    nsops.pivot_root(root)
+
+
+def _build_shared_root(root: str, security: PodSecurity = PodSecurity()) -> None:
+    """What every pod's root has alike: the host's top-level directories bound read-only
+    (secrets masked), fresh mount points for /dev, /proc, /run, /sys and /tmp, and a
+    read-only /dev with the harmless devices."""
     _tmpfs(root, "mode=755,size=1m")
     for name in sorted(os.listdir("/")):
         src, dst = "/" + name, f"{root}/{name}"
@@ -196,8 +274,13 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
         for path in glob.glob(pattern):
             _mask(root + path, "/dev/null")
     nsops.restrict_tree(root, nsops.MOUNT_ATTR_RDONLY | nsops.MOUNT_ATTR_NOSUID | nsops.MOUNT_ATTR_NODEV)
+    _build_shared_dev(root)
 
-    # The pod's own writable places.
+
+def _build_pod_mounts(security: PodSecurity, root: str, code: Sequence[tuple[str, int]] = ()) -> None:
+    """What each pod has of its own, on top of the shared root at `root`: writable tmpfs, its
+    /proc and /sys, devpts, /dev/shm and its volumes (and, bound back read-only, netlab's code
+    held by descriptor in `code`)."""
     for target, options in _TMPFS:
         if os.path.isdir(root + target) and not os.path.islink(root + target):
             _tmpfs(root + target, options)
@@ -215,7 +298,7 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
             nsops.mount(path, root + path, "", nsops.MS_BIND | nsops.MS_REC)
             nsops.restrict_tree(root + path, nsops.MOUNT_ATTR_RDONLY | nsops.MOUNT_ATTR_NOSUID
                                 | nsops.MOUNT_ATTR_NODEV)
-    _build_dev(root)
+    _build_pod_dev(root)
     # /proc of the pod's PID namespace, /sys of its netns; what belongs to the kernel read-only.
     nsops.mount("proc", f"{root}/proc", "proc", nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)
     _pod_sysctls(f"{root}/proc/sys")
@@ -231,7 +314,13 @@ def _build_root(security: PodSecurity, root: str = "/tmp") -> None:
     for name in _SYS_MASKED:
         _mask(f"{root}/sys/{name}", f"{root}/dev/null")
     _mount_volumes(security, root)
-    nsops.pivot_root(root)
+
+
+def _code_under_tmpfs() -> list[str]:
+    """netlab's code and Python where a pod gets a tmpfs of its own (/tmp, /var/tmp, /run)."""
+    return [path for path in _code_paths()
+            if any(path == target or path.startswith(target + "/") for target, _ in _TMPFS)
+            and os.path.isdir(path)]
 
 
 def _code_paths() -> list[str]:
@@ -250,9 +339,9 @@ def _mask(path: str, null: str) -> None:
         nsops.mount(null, path, "", nsops.MS_BIND)
 
 
-def _build_dev(root: str) -> None:
-    """/dev with null, zero, full, random, urandom, tty, a private devpts and /dev/shm; read-only,
-    so that CAP_MKNOD cannot add a disk (every writable mount of the pod is nodev)."""
+def _build_shared_dev(root: str) -> None:
+    """/dev with null, zero, full, random, urandom and tty; read-only, so that CAP_MKNOD cannot
+    add a disk (every writable mount of the pod is nodev)."""
     dev = f"{root}/dev"
     _tmpfs(dev, "mode=755,size=64k", nsops.MS_NOSUID | nsops.MS_NOEXEC)
     for name in _DEVICES:
@@ -266,6 +355,11 @@ def _build_dev(root: str) -> None:
         os.symlink(target, f"{dev}/{name}")
     nsops.mount("none", dev, "", nsops.MS_REMOUNT | nsops.MS_RDONLY | nsops.MS_NOSUID | nsops.MS_NOEXEC,
                 "mode=755,size=64k")
+
+
+def _build_pod_dev(root: str) -> None:
+    """The pod's own terminals (a private devpts), /dev/shm and POSIX message queues."""
+    dev = f"{root}/dev"
     nsops.mount("devpts", f"{dev}/pts", "devpts", nsops.MS_NOSUID | nsops.MS_NOEXEC,
                 "newinstance,ptmxmode=0666,mode=0620")
     _tmpfs(f"{dev}/shm", "mode=1777,size=64m", nsops.MS_NOSUID | nsops.MS_NODEV | nsops.MS_NOEXEC)

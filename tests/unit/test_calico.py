@@ -119,7 +119,7 @@ def test_pool_exhausted_is_one_clear_error():
 
 def test_host_veth_name_is_calicos():
     want = "cali" + hashlib.sha1(b"default.web-1").hexdigest()[:11]
-    assert names.host_veth("default", "web-1", "calico") == want and len(want) == 15
+    assert names.host_veth("default", "web-1", calico=True) == want and len(want) == 15
     assert names.host_veth("default", "web-1").startswith("veth")
 
 
@@ -129,7 +129,7 @@ def test_node_has_no_bridge_and_pod_is_a_routed_slash_32():
     node_plan = network.plan_node(c, c.nodes[0])
     assert not node_plan.links and [r.dst for r in node_plan.routes] == ["default"]
     node_part, pod_part = network.plan_pod(c, c.pods["default/a"])
-    veth = names.host_veth("default", "a", "calico")
+    veth = names.host_veth("default", "a", calico=True)
     assert node_part.links[0].name == veth and node_part.devices[0].mac == "ee:ee:ee:ee:ee:ee"
     assert not node_part.devices[0].master and not node_part.addresses
     route = node_part.routes[0]

@@ -25,12 +25,8 @@ def _calico(view: LabView) -> bool:
 
 
 def _pair(view: LabView):
-    for dst in view.pods:
-        ports = view.tcp_ports(dst)
-        src = next((p for p in view.pods if p.spec.node_name != dst.spec.node_name), None)
-        if ports and src:
-            return src, dst, ports[0]
-    return None
+    """A cross-node pair policy allows (a denied one would prove nothing about the wire)."""
+    return view.cross_node_pair()
 
 
 def routed_frame(pkt: Any) -> Optional[dict]:
@@ -162,7 +158,8 @@ POLICY_PARALLEL = 8
 
 
 def _policy_applies(view: LabView) -> bool:
-    return _calico(view) and bool(view.cluster.policies) and any(view.tcp_ports(p) for p in view.pods)
+    return (view.cluster.config.calico_pods and bool(view.cluster.policies)
+            and any(view.tcp_ports(p) for p in view.pods))
 
 
 def policy_targets(view: LabView) -> list[tuple[Any, Any, str, int, Any]]:
@@ -193,7 +190,8 @@ def policy_targets(view: LabView) -> list[tuple[Any, Any, str, int, Any]]:
              "drops the SYN: a timeout, neither a reset nor an ICMP error), and pods no policy "
              "selects are open.",
        source=f"{DOC003} §5 (基于iptables还提供了丰富而灵活的网络Policy,保证通过各个节点上的ACLs来提供Workload的多租户隔离)",
-       needs="the calico backend, a NetworkPolicy and a pod with a TCP port",
+       needs="the calico backend or Canal (spec.networkPolicy: calico), a NetworkPolicy and a pod "
+             "with a TCP port",
        applies=_policy_applies, evidence=SOCKET)
 def policy(view: LabView, ev: Evidence) -> str:
     from concurrent.futures import ThreadPoolExecutor

@@ -110,8 +110,13 @@ def loadbalancer_outside(view: LabView, ev: Evidence) -> str:
     return "the load-balancer addresses answered from outside"
 
 
-def _egress_clients(view: LabView):
-    return [pods[0] for pods in (view.pods_on(n) for n in view.cluster.nodes) if pods]
+def _egress_clients(view: LabView, port: int = 0):
+    """A pod per node; given the port, the first one NetworkPolicy lets reach it on the internet."""
+    out = []
+    for node in view.cluster.nodes:
+        pods = [p for p in view.pods_on(node) if not port or view.policy_allows(p, None, port, view.internet_ip)]
+        out += pods[:1]
+    return out
 
 
 @check("egress-snat",
@@ -123,7 +128,11 @@ def _egress_clients(view: LabView):
 def egress_snat(view: LabView, ev: Evidence) -> str:
     clients = _egress_clients(view)
     with sockets.Listener(view.internet_netns, view.internet_ip, limit=len(clients)) as server:
-        for pod in clients:
+        allowed = _egress_clients(view, server.port)
+        if len(allowed) < len(clients):
+            ev.note(f"{len(clients) - len(allowed)} node(s) left out: NetworkPolicy lets none of "
+                    f"their pods reach {view.internet_ip}:{server.port}")
+        for pod in allowed:
             node = view.node_of(pod)
             out = sockets.in_netns(view.netns(pod), sockets.ask_listener, view.internet_ip, server.port)
             ev.add(pod_label(pod), f"{view.internet_ip}:{server.port} (internet host, a listener for this check)",

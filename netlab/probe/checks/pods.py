@@ -9,6 +9,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from ...kernel import netns
+from ...model import names
 from ...model.objects import Pod
 from ...model.services import Endpoint
 from ...plan.network import POD_BRIDGE, TUN_DEV, VXLAN_DEV
@@ -121,20 +122,26 @@ def pod_ip_unique(view: LabView, ev: Evidence) -> str:
 
 
 @check("node-routes",
-       claim="Each node sends its own pod subnet to its bridge (cni0) and every other node's pod "
-             "subnet to the overlay (flannel.1; with the udp backend the cluster route to the TUN "
-             "flannel0), or with host-gw to that node's address.",
+       claim="Each node sends its own pod subnet to its bridge (cni0; with Canal each local pod's "
+             "/32 to its cali veth) and every other node's pod subnet to the overlay (flannel.1; "
+             "with the udp backend the cluster route to the TUN flannel0), or with host-gw to that "
+             "node's address.",
        source=f"{DOC001} (跨节点通讯: flannel 添加的路由), {DOC003} §4",
        needs="two or more nodes and a flannel backend (calico: bgp-routes)",
        applies=lambda view: len(view.cluster.nodes) > 1 and view.cluster.config.backend != "calico",
        evidence=STATE)
 def node_routes(view: LabView, ev: Evidence) -> str:
     backend = view.cluster.config.backend
+    canal = view.cluster.config.canal
     for node in view.cluster.nodes:
         space = Namespace(node.netns)
         try:
+            if canal:
+                _local_pod_routes(view, node, space, ev)
             for other in view.cluster.nodes:
                 target = str(ipaddress.ip_network(other.pod_cidr).network_address + 2)
+                if other is node and canal:
+                    continue                               # no subnet route: the pods' /32s above
                 if other is node:
                     want = Route("unicast", POD_BRIDGE)
                 elif backend == "vxlan":
@@ -148,7 +155,17 @@ def node_routes(view: LabView, ev: Evidence) -> str:
                        str(route), route == want, str(want))
         finally:
             space.close()
-    return f"every node routes every pod subnet ({backend})"
+    return f"every node routes every pod subnet ({backend}{', Canal' if canal else ''})"
+
+
+def _local_pod_routes(view: LabView, node, space: Namespace, ev: Evidence) -> None:
+    """Canal: each pod on the node is a /32 route to its cali veth, as Calico's CNI plugin
+    adds it (the node has no bridge and no route for its own subnet)."""
+    for pod in view.pods_on(node):
+        want = Route("unicast", names.host_veth(pod.meta.namespace, pod.meta.name, calico=True))
+        route = space.route(pod.pod_ip)
+        ev.read(f"node {node.name}", f"{pod.pod_ip} ({pod.meta.key})", "route get", str(route),
+                route == want, str(want))
 
 
 def _direct(view: LabView, src: Pod, dst: Pod, port: int) -> tuple[str, str, str, str, bool, str]:
@@ -178,10 +195,9 @@ def _targets(view: LabView, same_node: bool) -> list[tuple[Pod, Pod, int]]:
     for i, dst in enumerate(view.pods):
         ports = view.tcp_ports(dst)
         peers = [p for p in view.pods if p is not dst and (p.spec.node_name == dst.spec.node_name) == same_node]
-        if ports and view.cluster.policies and view.cluster.config.backend == "calico":
+        if ports:
             # Pairs a NetworkPolicy denies are the `policy` check's: here only allowed ones.
-            from ...model.netpol import decide
-            peers = [p for p in peers if decide(view.cluster, p.pod_ip, p, dst.pod_ip, dst, ports[0]).allowed]
+            peers = [p for p in peers if view.policy_allows(p, dst, ports[0])]
         if ports and peers:
             pairs.append((peers[i % len(peers)], dst, ports[0]))
     return pairs
