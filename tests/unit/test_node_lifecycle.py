@@ -216,3 +216,14 @@ def test_the_underlay_bridge_has_a_fixed_mac():
                                        if d.name == UNDERLAY_BRIDGE]
     first = int(macs[0].split(":")[0], 16)
     assert first & 0b10 and not first & 0b1          # locally administered, unicast
+
+
+def test_delta_canal_is_flannels():
+    """Canal (Calico's pod wiring over flannel): the other nodes learn the new subnet as
+    flannel routes it, through flannel.1; no cni0 anywhere."""
+    old = cluster({"backend": "vxlan", "networkPolicy": "calico"})
+    new = Cluster.from_state(old.to_state())
+    add(new)
+    delta = _delta(old, new)["netlab-unit.node-node1"]
+    assert delta.add.routes == [Route("10.244.3.0/24", via="10.244.3.0", dev="flannel.1", onlink=True)]
+    assert len(delta.add.neighbours) == len(delta.add.fdb) == 1
