@@ -115,6 +115,12 @@ def verify_fails(lab: str, *ids: str) -> dict[str, str]:
     return {r.id: f"{r.status.value}: {r.summary}" for r in results if r.status != Status.PASS}
 
 
+def audit_gaps(lab: str) -> dict[str, list[str]]:
+    """What the kernel holds that the lab's state does not say, or the reverse (netlab/audit.py)."""
+    from netlab.audit import audit
+    return {k: v for k, v in audit(engine.load(lab), engine.ready_pods(lab)).items() if v}
+
+
 def reach(cluster, src_key: str, dst_key: str) -> bool:
     src, dst = cluster.pods[src_key], cluster.pods[dst_key]
     return tcp_connects(cluster.pod_netns(src), dst.pod_ip, 8080, timeout=1.0)
@@ -166,6 +172,7 @@ def test_calico_node_joins_the_mesh_and_leaves_it(calico_lab):
     assert route.startswith(f"{n3.pod_cidr} via {n3.internal_ip} dev eth0 proto bird"), route
     assert reach(cluster, pod_on(cluster, "node1"), new_pod) and reach(cluster, new_pod, pod_on(cluster, "node2"))
     assert verify_fails(lab, "bgp-sessions", "bgp-routes", "calico-routed", *CHECKS) == {}
+    assert audit_gaps(lab) == {}
 
     out = netlab("node", "remove", "node3", "--lab", lab).stdout
     assert out.strip() == f"node/node3 removed; pods deleted: {new_pod}", out
@@ -181,6 +188,7 @@ def test_calico_node_joins_the_mesh_and_leaves_it(calico_lab):
     assert n3.pod_cidr not in cluster.ipam.affinity
     assert not bird.config_path(lab, "node3").exists()
     assert verify_fails(lab, "bgp-sessions", "bgp-routes", *CHECKS) == {}
+    assert audit_gaps(lab) == {}
     assert "node3" not in netlab("get", "nodes", "--lab", lab).stdout
 
 
@@ -268,6 +276,7 @@ def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_la
     new_pod = pod_on(cluster, "edge")
     assert reach(cluster, pod_on(cluster, "node1"), new_pod) and reach(cluster, new_pod, pod_on(cluster, "node2"))
     assert verify_fails(lab, "vxlan-encap", "node-routes", *CHECKS) == {}
+    assert audit_gaps(lab) == {}
 
     # The node is in the lab's state: a new agent runs its pods and daemons again.
     netlab("agent", "restart", "--lab", lab)
@@ -289,6 +298,7 @@ def test_vxlan_node_added_carries_traffic_survives_a_restart_and_leaves(vxlan_la
     assert "192.168.56.13" not in netlab("get", "endpoints", "kubernetes", "--lab", lab).stdout
     assert bridge_mac(names.underlay_netns(lab), "br0") == router
     assert verify_fails(lab, "vxlan-encap", "node-routes", *CHECKS) == {}
+    assert audit_gaps(lab) == {}
 
     # Added again at once: the same name, number, underlay port and address; then
     # `netlab clean LAB` removes the lab with it.
