@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from netlab import engine
+from netlab import engine, state
 from netlab.kernel import netns
 from netlab.model import names
 from netlab.probe import catalog, runner
@@ -58,6 +58,8 @@ def build(backend: str, tmp_path_factory):
         yield engine.up(source, name=lab)
     finally:
         engine.teardown(lab)
+        for kept in (state.STATE_ROOT / state.FAILED).glob(f"{lab}*"):    # a failed up's logs
+            shutil.rmtree(kept, ignore_errors=True)
         assert not engine.lab_namespaces(lab), "namespaces left behind"
         # Others work on this machine too (Mininet's s1-eth1 ...): only devices named as a
         # lab names its own must not have appeared in the host's namespace.
