@@ -416,10 +416,18 @@ def down(lab: str) -> dict:
     return teardown(lab)
 
 
-def clean() -> list[dict]:
+def clean(lab: Optional[str] = None) -> list[dict]:
     """Remove everything any netlab lab left on this machine, and nothing else: labs with
-    state, namespaces carrying a lab's mark, netlab agents, and stale /etc/netns entries."""
+    state, namespaces carrying a lab's mark, netlab agents, and stale /etc/netns entries.
+    With `lab`, only that lab's (also when its state is gone: by its marks)."""
     require_root()
+    if lab is not None:
+        problem = names.check_dns_label(lab, names.LAB_NAME_MAX)
+        if problem:
+            raise InvalidError(f"not a lab name: {problem}", value=lab)
+        removed = teardown(lab)
+        _sweep_etc_netns(f"{names.PREFIX}{lab}.")
+        return [removed]
     labs = set(state.labs_with_state())
     for name in netns.list_names(names.PREFIX):
         mark = netns.parse_mark(netns.read_mark(name))
@@ -478,6 +486,8 @@ def delete(lab: str, kind: str, name: str, namespace: str = "default") -> list[s
     from urllib.parse import quote
     if kind == "namespaces":
         path = f"/api/v1/namespaces/{quote(name, safe='')}"
+    elif kind == "nodes":
+        path = f"/api/v1/nodes/{quote(name, safe='')}"      # drained, then removed
     elif kind in _PATHS:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{_PATHS[kind]}/{quote(name, safe='')}"
     elif kind in ("ingresses", "secrets", "ingressclasses"):
@@ -514,6 +524,40 @@ def inject_fault(lab: str, kind: str, target: str, namespace: str = "default",
 
 def heal_faults(lab: str) -> list[str]:
     return agent_client.call(lab, "DELETE", "/apis/netlab.io/v1/faults")["lines"]
+
+
+def add_node(lab: str, name: Optional[str] = None, labels: Optional[dict] = None,
+             wait: float = 30.0) -> dict:
+    """Ask the agent to add a node to a running lab (runtime/nodechanges.py); returns the v1
+    Node. Then wait (at most `wait` seconds) until its node daemons run and, under calico,
+    every node has learned every other node's blocks over BGP; what is still missing then
+    goes into the reply's "notConverged"."""
+    check_timeout(wait)
+    md = {"labels": dict(labels or {})}
+    if name is not None:
+        md["name"] = name
+    node = agent_client.call(lab, "POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": md})
+    name = node["metadata"]["name"]
+    deadline = time.monotonic() + wait
+    while wait:
+        daemons = [d for d in agent_client.live_status(lab).get("daemons", {}).values() if d["node"] == name]
+        if daemons and all(d["state"] == "Running" for d in daemons) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    cluster = load(lab)
+    if wait and cluster.config.backend == "calico":
+        from .runtime.bird import wait_converged
+        missing = wait_converged(cluster, max(0.0, deadline - time.monotonic()))
+        if missing:
+            node["notConverged"] = missing
+    return node
+
+
+def remove_node(lab: str, name: str) -> list[str]:
+    """Ask the agent to drain a node and remove it; returns the pods deleted with it."""
+    from urllib.parse import quote
+    reply = agent_client.call(lab, "DELETE", f"/api/v1/nodes/{quote(name, safe='')}")
+    return reply["details"].get("evicted", [])
 
 
 def restart_agent(lab: str) -> int:

@@ -116,10 +116,10 @@ def _report_skipped(removed: dict) -> None:
 
 
 @app.command()
-def clean() -> None:
-    """Remove everything any netlab lab left on this machine (and nothing else)."""
+def clean(lab: Optional[str] = typer.Argument(None, help="Only this lab (default: every lab on this machine).")) -> None:
+    """Remove everything netlab labs left on this machine (and nothing else); with LAB, only that lab's."""
     from .. import engine
-    removed = engine.clean()
+    removed = engine.clean(lab)
     if not removed:
         typer.echo("nothing to clean")
     for r in removed:

@@ -58,7 +58,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v",
 
 def _register() -> None:
     from . import get_cmds, lab_cmds, exec_cmds  # noqa: F401  (commands register themselves)
-    for optional in ("svc_cmds", "verify_cmds", "dns_cmds", "fault_cmds", "agent_cmds", "course_cmds",
+    for optional in ("svc_cmds", "verify_cmds", "dns_cmds", "fault_cmds", "agent_cmds", "node_cmds", "course_cmds",
                      "graph_cmds"):
         try:
             __import__(f"{__package__}.{optional}")

@@ -49,6 +49,45 @@ class Builder:
                 if exc.errno != errno.ENODEV:
                     raise KernelError(f"{ns}: {exc.strerror}") from None
 
+    def change_routing(self, netns_name: str, add: NsPlan, remove: NsPlan) -> None:
+        """A running namespace follows a node that joined or left (plan/nodedelta.py): what
+        `remove` lists is deleted (already gone is fine), then what `add` lists is added or
+        replaces the entry with the same destination."""
+        batch = Batch()
+        for route in remove.routes:
+            batch.route_del(route.dst)
+        for n in remove.neighbours:
+            batch.neigh_del(self.index(netns_name, n.dev), n.ip)
+        for f in remove.fdb:
+            batch.fdb_del(self.index(netns_name, f.dev), f.mac, f.dst)
+        self._commit_batch(netns_name, batch, ignore=(errno.ESRCH, errno.ENOENT))
+        for route in add.routes:
+            batch.route_add(route.dst, via=route.via, onlink=route.onlink, multipath=tuple(route.multipath),
+                            oif=self.index(netns_name, route.dev) if route.dev else 0,
+                            scope=RT_SCOPE_LINK if route.scope == "link" else RT_SCOPE_UNIVERSE, replace=True)
+        for n in add.neighbours:
+            batch.neigh_add(self.index(netns_name, n.dev), n.ip, n.mac, replace=True)
+        for f in add.fdb:
+            batch.fdb_append(self.index(netns_name, f.dev), f.mac, f.dst)
+        self._commit_batch(netns_name, batch, ignore=(errno.EEXIST,))
+
+    def forget_neighbour(self, netns_name: str, dev: str, ip: str) -> None:
+        """Drop what ARP learned about an address (a node that left: the next one to get its
+        address has another MAC). Nothing learned, or no such device, is fine."""
+        try:
+            idx = self.index(netns_name, dev)
+        except KernelError:
+            return
+        batch = Batch()
+        batch.neigh_del(idx, ip)
+        self._commit_batch(netns_name, batch, ignore=(errno.ESRCH, errno.ENOENT))
+
+    def _commit_batch(self, ns: str, batch: Batch, ignore: tuple[int, ...] = ()) -> None:
+        try:
+            batch.commit(self._socket(ns), ignore=ignore)
+        except NetlinkError as exc:
+            raise KernelError(f"{ns}: {exc.strerror}") from None
+
     def _socket(self, name: str):
         if name not in self._sockets:
             self._sockets[name] = netns.open_rtnl_socket(name)

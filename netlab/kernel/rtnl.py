@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 NLMSG_ERROR = 2
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
-RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 20, 24, 28
+RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 20, 24, 25, 28, 29
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x200, 0x400, 0x800
+NLM_F_REPLACE = 0x100
 NLA_F_NESTED = 0x8000
 AF_BRIDGE = 7
 IFF_UP = 0x1
@@ -36,7 +37,7 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH = 1, 4, 5, 9
 NDA_DST, NDA_LLADDR = 1, 2
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
-RT_SCOPE_LINK = 253
+RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 253, 255
 RTNH_F_ONLINK = 4
 SEQ_MASK = 0xFFFFFFFF                  # nlmsg_seq is a u32: sequence numbers wrap around
 # The kernel handles a whole send before we read: it queues one ack skb per request (~768
@@ -147,7 +148,8 @@ class Batch:
         self._add(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"address {cidr} on {dev}")
 
     def route_add(self, dst: str, *, via: str = "", oif: int = 0, onlink: bool = False,
-                  multipath: tuple[str, ...] = (), scope: int = RT_SCOPE_UNIVERSE) -> None:
+                  multipath: tuple[str, ...] = (), scope: int = RT_SCOPE_UNIVERSE,
+                  replace: bool = False) -> None:
         net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
         body = struct.pack("=BBBBBBBBI", socket.AF_INET, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC,
                            scope, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)
@@ -163,20 +165,40 @@ class Batch:
                 gw = ip4(RTA_GATEWAY, gateway)
                 hops += struct.pack("=HBBi", 8 + len(gw), 0, 0, 0) + gw
             body += attr(RTA_MULTIPATH, hops)
-        self._add(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"route {dst}")
+        self._add(RTM_NEWROUTE, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL), body, f"route {dst}")
 
-    def neigh_add(self, index: int, ip: str, lladdr: str) -> None:
+    def route_del(self, dst: str) -> None:
+        """Delete the main table's route to dst, whatever its next hops (as `ip route del dst`)."""
+        net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
+        body = struct.pack("=BBBBBBBBI", socket.AF_INET, net.prefixlen, 0, 0, RT_TABLE_MAIN, 0,
+                           RT_SCOPE_NOWHERE, 0, 0)
+        if net.prefixlen:
+            body += ip4(RTA_DST, str(net.network_address))
+        self._add(RTM_DELROUTE, 0, body, f"delete route {dst}")
+
+    def neigh_add(self, index: int, ip: str, lladdr: str, replace: bool = False) -> None:
         body = struct.pack("=BxxxiHBB", socket.AF_INET, index, NUD_PERMANENT, 0, 0)
         body += ip4(NDA_DST, ip) + mac(NDA_LLADDR, lladdr)
-        self._add(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL, body, f"neighbour {ip}")
+        self._add(RTM_NEWNEIGH, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL), body,
+                  f"neighbour {ip}")
+
+    def neigh_del(self, index: int, ip: str) -> None:
+        body = struct.pack("=BxxxiHBB", socket.AF_INET, index, 0, 0, 0) + ip4(NDA_DST, ip)
+        self._add(RTM_DELNEIGH, 0, body, f"delete neighbour {ip}")
+
+    def fdb_del(self, index: int, lladdr: str, dst: str) -> None:
+        body = struct.pack("=BxxxiHBB", AF_BRIDGE, index, 0, NTF_SELF, 0)
+        body += mac(NDA_LLADDR, lladdr) + ip4(NDA_DST, dst)
+        self._add(RTM_DELNEIGH, 0, body, f"delete fdb {lladdr} dst {dst}")
 
     def fdb_append(self, index: int, lladdr: str, dst: str) -> None:
         body = struct.pack("=BxxxiHBB", AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0)
         body += mac(NDA_LLADDR, lladdr) + ip4(NDA_DST, dst)
         self._add(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, body, f"fdb {lladdr}")
 
-    def commit(self, sock: socket.socket) -> None:
-        """Send every request, then read every ack; raise the first error with its request."""
+    def commit(self, sock: socket.socket, ignore: tuple[int, ...] = ()) -> None:
+        """Send every request, then read every ack; raise the first error with its request
+        (errors whose errno is in `ignore` are not errors: a delete of what is gone)."""
         base = int.from_bytes(os.urandom(4), "little")
         first_error = None
         start = 0
@@ -189,13 +211,13 @@ class Batch:
                                      NLM_F_REQUEST | NLM_F_ACK | flags, (base + end) & SEQ_MASK, 0) + body
                 end += 1
             sock.send(bytes(chunk))
-            first_error = first_error or self._read_acks(sock, base, start, end)
+            first_error = first_error or self._read_acks(sock, base, start, end, ignore)
             start = end
         self.requests = []
         if first_error is not None:
             raise first_error
 
-    def _read_acks(self, sock: socket.socket, base: int, start: int, end: int):
+    def _read_acks(self, sock: socket.socket, base: int, start: int, end: int, ignore: tuple[int, ...] = ()):
         pending = {(base + i) & SEQ_MASK for i in range(start, end)}
         error = None
         while pending:
@@ -206,7 +228,7 @@ class Batch:
                 if msg_type == NLMSG_ERROR and seq in pending:
                     pending.discard(seq)
                     code = -struct.unpack_from("=i", data, offset + 16)[0]
-                    if code and error is None:
+                    if code and code not in ignore and error is None:
                         error = NetlinkError(code, self.requests[(seq - base) & SEQ_MASK][3])
                 offset += max((length + 3) & ~3, 16)
         return error

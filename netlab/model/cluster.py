@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
 
 from . import names
-from .config import LabConfig, parse_lab
-from .errors import InvalidError, LabError, NotFoundError
+from .config import LabConfig, NodeSpec, parse_lab
+from .errors import InvalidError, LabError, NotFoundError, StateError
 from .netpol import NetworkPolicy
 from .ipam import BlockIPAM, Exhausted, Pool, node_subnet, nth_host
 from .objects import (EndpointSlice, Endpoints, Namespace, Pod, ReplicationController, Service, Meta,
@@ -39,6 +39,7 @@ class Node:
     pod_cidr: str
     netns: str
     vtep_mac: str
+    created: float = 0.0        # joined a running lab then; 0: with the lab (`up`)
 
     @property
     def gateway(self) -> str:
@@ -57,18 +58,20 @@ def _vtep_mac(lab: str, node: str) -> str:
     return "0a:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
 
 
-def make_nodes(cfg: LabConfig) -> list[Node]:
+def make_node(cfg: LabConfig, spec: NodeSpec, index: int) -> Node:
+    """Node number `index`: its underlay address (.offset+index) and subnet (the index-th)."""
     underlay = ipaddress.ip_network(cfg.underlay_cidr)
-    nodes = []
-    for i, spec in enumerate(cfg.nodes, start=1):
-        labels = {"kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux", **spec.labels}
-        nodes.append(Node(
-            name=spec.name, index=i, labels=labels,
-            internal_ip=str(ipaddress.ip_address(int(underlay.network_address) + cfg.node_ip_offset + i)),
-            pod_cidr=str(node_subnet(cfg.cluster_cidr, cfg.node_prefix, i)),
-            netns=names.node_netns(cfg.name, spec.name),
-            vtep_mac=_vtep_mac(cfg.name, spec.name)))
-    return nodes
+    labels = {"kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux", **spec.labels}
+    return Node(
+        name=spec.name, index=index, labels=labels,
+        internal_ip=str(ipaddress.ip_address(int(underlay.network_address) + cfg.node_ip_offset + index)),
+        pod_cidr=str(node_subnet(cfg.cluster_cidr, cfg.node_prefix, index)),
+        netns=names.node_netns(cfg.name, spec.name),
+        vtep_mac=_vtep_mac(cfg.name, spec.name))
+
+
+def make_nodes(cfg: LabConfig) -> list[Node]:
+    return [make_node(cfg, spec, spec.index or i) for i, spec in enumerate(cfg.nodes, start=1)]
 
 
 @dataclass
@@ -340,6 +343,34 @@ class Cluster:
         """The replica controllers that recreate a deleted pod at once: RCs and ReplicaSets."""
         return list(self.rcs.values()) + [o for o in self.apps.values() if o.kind == "ReplicaSet"]
 
+    # ------------------------------------------------------------------ the node set
+
+    def add_node(self, spec: NodeSpec) -> Node:
+        """A node joins (spec.index chosen by model/nodes.py): it gets its subnet, or under
+        calico its first IPAM block, as a node of lab.yaml does."""
+        node = make_node(self.config, spec, spec.index)
+        node.created = time.time()
+        self.config.nodes.append(spec)
+        self.nodes.append(node)
+        if self.ipam is not None:
+            self.ipam.claim(node.name, node.pod_cidr)
+        else:
+            self._pod_pools[node.name] = Pool(node.pod_cidr, reserved=[node.vtep_ip, node.gateway], first=2)
+        return node
+
+    def remove_node(self, name: str) -> Node:
+        """A node leaves; it must have no pods left (drained). Its subnet or blocks are free again."""
+        node = self.node(name)
+        if self.pods_on(name):
+            raise StateError(f"node {name} still has pods")
+        self.nodes.remove(node)
+        self.config.nodes = [s for s in self.config.nodes if s.name != name]
+        self._pod_pools.pop(name, None)
+        if self.ipam is not None:
+            self.ipam.release_node(name)
+        self.not_ready.discard(name)
+        return node
+
     # ------------------------------------------------------------------ removal
 
     def remove_pod(self, key: str) -> Pod:
@@ -387,6 +418,9 @@ class Cluster:
             **({"ipamBlocks": {b: {"node": n, "cursor": self.ipam.cursors()[b]}
                                for b, n in self.ipam.affinity.items()}} if self.ipam else {}),
             "notReadyNodes": sorted(self.not_ready),
+            # Each node's number (its subnet and address): a node added later keeps its own.
+            "nodeIndexes": {n.name: n.index for n in self.nodes},
+            "nodesAdded": {n.name: n.created for n in self.nodes if n.created},
             "objects": [to_manifest(o) for o in self.namespaces.values()]
                        + [to_manifest(o) for o in self.services.values()]
                        + [to_manifest(o) for o in self.rcs.values()]
@@ -404,7 +438,11 @@ class Cluster:
     def from_state(cls, state: dict) -> "Cluster":
         cfg = parse_lab(state["lab"], default_name=state["lab"]["metadata"]["name"],
                         file=state.get("labSource") or "lab.yaml")
+        for spec in cfg.nodes:
+            spec.index = (state.get("nodeIndexes") or {}).get(spec.name, spec.index)
         cluster = cls(config=cfg, nodes=make_nodes(cfg))
+        for node in cluster.nodes:
+            node.created = float((state.get("nodesAdded") or {}).get(node.name, 0.0))
         if cluster.ipam is not None:
             for block, held in (state.get("ipamBlocks") or {}).items():
                 cluster.ipam.claim(held["node"], block)

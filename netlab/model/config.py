@@ -33,6 +33,10 @@ NODE_FIELDS = ("name", "labels")
 class NodeSpec:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
+    # Which node subnet and underlay address it has (node i: subnet i, .offset+i); 0 means
+    # its position in spec.nodes. A node added to a running lab keeps its own for good, so
+    # removing another node never renumbers it (kept in state.json, not in lab.yaml).
+    index: int = 0
 
 
 @dataclass

@@ -144,6 +144,16 @@ class BlockIPAM:
         if block:
             self._pools[block].release(address)
 
+    def release_node(self, node: str) -> list[str]:
+        """A node left the cluster: its blocks lose their affinity (and must hold no pods)."""
+        gone = self.blocks_of(node)
+        for block in gone:
+            if self._pools[block].used:
+                raise LabError(f"block {block} of node {node} still has addresses in use")
+            del self.affinity[block]
+            del self._pools[block]
+        return gone
+
     def cursors(self) -> dict[str, str]:
         return {b: p.cursor() for b, p in self._pools.items()}
 

@@ -135,20 +135,44 @@ def plan_underlay(cluster: Cluster) -> NsPlan:
     ns = names.underlay_netns(cluster.name)
     plan = NsPlan(ns, sysctls={"net.ipv4.ip_forward": "1"})
     plan.links.append(Link(UNDERLAY_BRIDGE, "bridge"))
-    plan.devices.append(Device(UNDERLAY_BRIDGE, mtu=cfg.mtu))
+    # A bridge left to itself takes the lowest MAC of its ports: a node joining or leaving
+    # would change the router's MAC under every other node's ARP entry for it. Set, it stays.
+    plan.devices.append(Device(UNDERLAY_BRIDGE, mtu=cfg.mtu, mac=bridge_mac(cluster.name, UNDERLAY_BRIDGE)))
     ports = [(names.uplink(n.name), n.netns) for n in cluster.nodes]
     ports.append((CLIENT_PORT, names.client_netns(cluster.name)))
     for port, peer_ns in ports:
-        plan.links.append(Link(port, "veth", peer="eth0", peer_netns=peer_ns))
-        plan.devices.append(Device(port, mtu=cfg.mtu, master=UNDERLAY_BRIDGE))
+        _port(plan, port, peer_ns, cfg.mtu)
     plan.links.append(Link(INTERNET_UPLINK, "veth", peer="eth0", peer_netns=names.internet_netns(cluster.name)))
     plan.devices.append(Device(INTERNET_UPLINK, mtu=cfg.mtu))
     plan.addresses.append((UNDERLAY_BRIDGE, f"{router_ip(cluster)}/{_prefixlen(cfg.underlay_cidr)}"))
     plan.addresses.append((INTERNET_UPLINK, f"{internet_router_ip(cluster)}/{_prefixlen(cfg.internet_cidr)}"))
-    # A cloud load balancer in miniature: the pool is routed to every node (ECMP), and each
-    # node's kube-proxy rules pick the service's endpoints.
-    plan.routes.append(Route(cfg.lb_pool, multipath=[n.internal_ip for n in cluster.nodes]))
+    plan.routes.append(lb_route(cluster))
     return plan
+
+
+def _port(plan: NsPlan, port: str, peer_ns: str, mtu: int) -> None:
+    """A port on the underlay bridge whose other end is eth0 in peer_ns."""
+    plan.links.append(Link(port, "veth", peer="eth0", peer_netns=peer_ns))
+    plan.devices.append(Device(port, mtu=mtu, master=UNDERLAY_BRIDGE))
+
+
+def plan_uplink(cluster: Cluster, node: Node) -> NsPlan:
+    """Only a node's port on the underlay (for a node that joins a running lab)."""
+    plan = NsPlan(names.underlay_netns(cluster.name))
+    _port(plan, names.uplink(node.name), node.netns, cluster.config.mtu)
+    return plan
+
+
+def lb_route(cluster: Cluster) -> Route:
+    """A cloud load balancer in miniature: the pool is routed to every node (ECMP), and each
+    node's kube-proxy rules pick the service's endpoints."""
+    return Route(cluster.config.lb_pool, multipath=[n.internal_ip for n in cluster.nodes])
+
+
+def bridge_mac(lab: str, bridge: str) -> str:
+    """A fixed, locally administered unicast MAC for one of the lab's bridges."""
+    h = names.short_hash(f"{lab}/{bridge}/mac", 10)
+    return "0e:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
 
 
 def plan_client(cluster: Cluster) -> NsPlan:

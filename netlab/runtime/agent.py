@@ -533,6 +533,40 @@ class Agent:
         self.dirty = True
         return line
 
+    def add_node(self, name=None, labels=None):
+        """A node joins (runtime/nodechanges.py); its daemons start now, and the others'
+        follow: BIRD reconfigured with the new peer, flanneld re-reads its table."""
+        from . import nodechanges
+        node = nodechanges.add_node(self.cluster, self, name, labels)
+        self.dirty = True
+        self._node_set_changed(exclude=node.name)
+        return node
+
+    def remove_node(self, name: str) -> list[str]:
+        """A node is drained and leaves; returns the pods deleted with it."""
+        from . import nodechanges
+        gone = nodechanges.remove_node(self.cluster, self, name)
+        self.dirty = True
+        self.faults["nodes"].pop(name, None)          # a fault on a node that is gone is no fault
+        for key in [k for k in self.faults.get("daemons", {}) if k.endswith(f"/{name}")]:
+            del self.faults["daemons"][key]
+        self.save_faults()
+        self._node_set_changed()
+        return gone
+
+    def _node_set_changed(self, exclude: str = "") -> None:
+        """Start and stop node daemons for the new node set now, and tell the flanneld that
+        were running already to re-read their table (a new one installs its signal handler
+        only once it runs: it reads the table at start)."""
+        before = {k for k, run in self.daemons.items() if run.pid}
+        self.keep_daemons()
+        for key, run in self.daemons.items():
+            if run.spec.name == "flanneld" and run.pid and key in before and run.spec.node != exclude:
+                try:
+                    os.kill(run.pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
+
     def inject_fault(self, kind: str = "", target: str = "", namespace: str = "default",
                      container: Optional[str] = None, grace: float = 10.0) -> str:
         if kind == "stop-daemon":            # target: the node; container: the daemon's name

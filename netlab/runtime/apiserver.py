@@ -2,6 +2,8 @@
 
     GET    /api/v1/namespaces[/{name}]                       DELETE /api/v1/namespaces/{name}
     GET    /api/v1/nodes[/{name}]
+    POST   /api/v1/nodes                                     a node joins (body: a v1 Node)
+    DELETE /api/v1/nodes/{name}                              a node is drained and leaves
     GET    /api/v1[/namespaces/{ns}]/{pods|services|replicationcontrollers|endpoints}[/{name}]
     POST   /api/v1/namespaces/{ns}/{resource}                create (409 AlreadyExists)
     PUT    /api/v1/namespaces/{ns}/{resource}/{name}         replace (404 NotFound)
@@ -99,6 +101,25 @@ def get_nodes(agent, m, req):
             raise NotFoundError(f'nodes "{m["name"]}" not found')
         return 200, nodes[0]
     return 200, _listing("Node", nodes)
+
+
+@route("POST", r"/api/v1/nodes")
+def create_node(agent, m, req):
+    """A node joins the lab (runtime/nodechanges.py); the body is a v1 Node, its name
+    optional (netlab picks node<k>), its labels kept."""
+    from ..model.nodes import node_of_request
+    name, labels = node_of_request(req.body)
+    node = agent.add_node(name, labels)
+    return 201, agent.node_object(node)
+
+
+@route("DELETE", r"/api/v1/nodes/" + _NAME)
+def delete_node(agent, m, req):
+    """The node is drained (its pods deleted, the controllers' replaced elsewhere) and leaves."""
+    gone = agent.remove_node(m["name"])
+    status = ok_status(f'node "{m["name"]}" deleted', name=m["name"], kind="nodes")
+    status["details"]["evicted"] = gone
+    return 200, status
 
 
 @route("GET", r"/api/v1(?:/namespaces/(?P<ns>[^/]+))?/" + _RES + "(?:/" + _NAME + ")?")

@@ -83,7 +83,19 @@ def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
 # ---------------------------------------------------------------------- the transaction
 
 
-def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet) -> None:
+class NetworkChange(Protocol):
+    """A change of the lab's own network (a node joining or leaving, runtime/nodechanges.py)
+    that a transaction carries out before its pods are wired and its rules synced."""
+
+    def apply(self) -> None: ...                   # the kernel part; undone by undo on failure
+
+    def undo(self) -> None: ...                    # best effort: the original error is reported
+
+    def finish(self) -> None: ...                  # after the commit: what cannot be undone
+
+
+def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet,
+             network: "NetworkChange | None" = None) -> None:
     """Make the kernel and the pods follow a cluster changed since `snapshot`, then commit.
 
     On failure the cluster is restored to the snapshot, the pods wired for it are unwired and
@@ -93,12 +105,19 @@ def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet) -> None:
     added = [p for k, p in cluster.pods.items() if k not in old.pods]
     removed = [p for k, p in old.pods.items() if k not in cluster.pods]
     try:
+        if network is not None:
+            network.apply()
         with Builder() as builder:
             add_pod_network(cluster, added, builder)
         dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies,
                        getattr(kubelet, "pids_of", None))
     except BaseException:
         remove_pod_network(cluster, added)
+        if network is not None:
+            try:
+                network.undo()
+            except Exception:       # the original error is the one to report
+                pass
         cluster.restore(snapshot)
         try:
             dataplane.sync(cluster, kubelet.ready_pods() & set(cluster.pods), kubelet.proxies,
@@ -109,6 +128,8 @@ def converge(cluster: Cluster, snapshot: dict, kubelet: Kubelet) -> None:
     save(cluster)
     kubelet.sync_pods()
     remove_pod_network(old, removed)
+    if network is not None:
+        network.finish()
 
 
 def _changing(cluster: Cluster, kubelet: Kubelet, change: Callable[[], list[str]]) -> list[str]:

@@ -184,7 +184,7 @@ class Views:
     def node(self, node) -> dict:
         agent = self.agent
         ready = node.name not in agent.cluster.not_ready and node.name not in agent.faults["nodes"]
-        created = self.lab_created
+        created = node.created or self.lab_created     # a node added to the running lab: then
         cfg = agent.cluster.config
         return {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": node.name, "labels": dict(node.labels),

@@ -23,11 +23,14 @@ from pyroute2.netlink import (
     NLM_F_APPEND,
     NLM_F_CREATE,
     NLM_F_EXCL,
+    NLM_F_REPLACE,
     NLM_F_REQUEST,
     NLMSG_ERROR,
 )
 from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_DELROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
@@ -45,7 +48,8 @@ from pyroute2.netlink.rtnl.rtmsg import RTNH_F_ONLINK, rtmsg
 from netlab.kernel import netns, rtnl
 
 CLASSES = {RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg, RTM_SETLINK: ifinfmsg,
-           RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg, RTM_NEWNEIGH: ndmsg}
+           RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg, RTM_NEWNEIGH: ndmsg,
+           RTM_DELROUTE: rtmsg, RTM_DELNEIGH: ndmsg}
 FIXED = {ifinfmsg: 16, ifaddrmsg: 8, rtmsg: 12, ndmsg: 12}      # the struct after nlmsghdr
 NEW = NLM_F_CREATE | NLM_F_EXCL
 RT_TABLE_MAIN = 254
@@ -416,6 +420,48 @@ def test_fdb_append():
     expected = {"family": socket.AF_BRIDGE, "ifindex": 6, "state": NUD_PERMANENT, "flags": NTF_SELF,
                 "ndm_type": 0, "attrs": [("NDA_LLADDR", "0a:58:0a:f4:02:00"), ("NDA_DST", "192.168.56.12")]}
     check(raw, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, expected, set())
+
+
+# ---------------------------------------------------------------------------- a node joins or leaves
+
+def test_route_replace_and_delete():
+    """The load balancer's ECMP route replaced when a node joins; a route to a node's subnet
+    deleted by destination alone (table main, scope nowhere, any protocol: `ip route del`)."""
+    raw = compile_one(lambda b: b.route_add("198.51.100.0/28", multipath=("192.168.56.11",), replace=True))
+    nexthops = [{"flags": 0, "hops": 0, "oif": 0, "attrs": [("RTA_GATEWAY", "192.168.56.11")]}]
+    check(raw, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
+          route(28, [("RTA_DST", "198.51.100.0"), ("RTA_MULTIPATH", nexthops)]), set())
+    raw = compile_one(lambda b: b.route_del("10.244.3.0/24"))
+    check(raw, RTM_DELROUTE, 0, {"family": socket.AF_INET, "dst_len": 24, "src_len": 0, "tos": 0,
+                                 "table": RT_TABLE_MAIN, "proto": 0, "scope": rt_scope["nowhere"],
+                                 "type": 0, "flags": 0, "attrs": [("RTA_DST", "10.244.3.0")]}, set())
+
+
+def test_neighbour_replace_and_delete_fdb_delete():
+    raw = compile_one(lambda b: b.neigh_add(6, "10.244.3.0", "0a:58:0a:f4:03:00", replace=True))
+    check(raw, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+          {"family": socket.AF_INET, "ifindex": 6, "state": NUD_PERMANENT, "flags": 0, "ndm_type": 0,
+           "attrs": [("NDA_DST", "10.244.3.0"), ("NDA_LLADDR", "0a:58:0a:f4:03:00")]}, set())
+    raw = compile_one(lambda b: b.neigh_del(6, "10.244.3.0"))
+    check(raw, RTM_DELNEIGH, 0, {"family": socket.AF_INET, "ifindex": 6, "state": 0, "flags": 0,
+                                 "ndm_type": 0, "attrs": [("NDA_DST", "10.244.3.0")]}, set())
+    raw = compile_one(lambda b: b.fdb_del(6, "0a:58:0a:f4:03:00", "192.168.56.13"))
+    check(raw, RTM_DELNEIGH, 0, {"family": socket.AF_BRIDGE, "ifindex": 6, "state": 0, "flags": NTF_SELF,
+                                 "ndm_type": 0, "attrs": [("NDA_LLADDR", "0a:58:0a:f4:03:00"),
+                                                          ("NDA_DST", "192.168.56.13")]}, set())
+
+
+def test_errors_to_ignore_are_not_errors():
+    """Deleting what is gone already (ESRCH, ENOENT) is fine when asked; another error is not."""
+    batch = rtnl.Batch()
+    batch.route_del("10.244.3.0/24")
+    batch.neigh_del(6, "10.244.3.0")
+    batch.commit(FakeKernel(errors={0: errno.ESRCH, 1: errno.ENOENT}), ignore=(errno.ESRCH, errno.ENOENT))
+    batch.route_del("10.244.3.0/24")
+    batch.neigh_del(6, "10.244.3.0")
+    with pytest.raises(rtnl.NetlinkError) as info:
+        batch.commit(FakeKernel(errors={0: errno.ESRCH, 1: errno.EPERM}), ignore=(errno.ESRCH,))
+    assert (info.value.errno, info.value.what) == (errno.EPERM, "delete neighbour 10.244.3.0")
 
 
 # ---------------------------------------------------------------------------- batching
