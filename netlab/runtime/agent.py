@@ -28,7 +28,7 @@ from .. import faults as faultops, state
 from ..model.cluster import Cluster
 from ..model.objects import Pod
 from . import api, changes, daemons, nsops, pods as podproc, procs
-from ..kernel.netns import listening_tcp_ports
+from ..kernel.netns import tcp_listening
 from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
@@ -76,6 +76,7 @@ class PodRun:
     ports: list[int] = field(default_factory=list)     # declared TCP ports, to see them serve
     listening: bool = False                            # all of them seen listening once
     listen_check: tuple = (0.0, 0.02)                  # (next look at its socket table, then the wait after)
+    security: object = None                            # its PodSecurity, parsed once at its start
 
     def event(self, reason: str, message: str, kind: str = "Normal") -> None:
         self.events.append({"time": time.time(), "type": kind, "reason": reason, "message": message})
@@ -95,6 +96,7 @@ class Agent:
         self.starting = True                               # some pod is not serving yet
         self.faults: dict = {"nodes": {}, "pods": {}}
         self.wired: Optional[set[str]] = None              # while `up` wires: the pods it has wired
+        self.pods_reported = False                         # `up` reported wired pods not started yet
         self.clients: dict[int, tuple[socket.socket, bytearray, float]] = {}
         self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
         self.ready_since: dict[str, float] = {}            # pod key -> when it was first published Ready
@@ -108,10 +110,19 @@ class Agent:
         self.cluster = Cluster.from_state(data)
         self.faults = faultops.read(self.lab)
 
-    def bootstrap_sync(self, wired) -> None:
-        """`up` says which pods it has wired (a list, cumulative) or that all are: start those."""
-        self.wired = None if wired == "all" else set(wired) | (self.wired or set())
-        self.sync_pods()
+    def bootstrap_sync(self, wired) -> bool:
+        """`up` says which pods it has wired (a list, cumulative) or that all are: start those.
+
+        A list only records them (True: started later): while the agent starts one batch,
+        `up` wires and reports the next ones, and the loop then starts everything reported
+        meanwhile at once (one sync, one status publish) rather than batch after batch."""
+        if wired == "all":
+            self.wired, self.pods_reported = None, False
+            self.sync_pods()
+            return False
+        self.wired = set(wired) | (self.wired or set())
+        self.pods_reported = True
+        return True
 
     def sync_pods(self) -> None:
         """Make the running pods match the cluster: start new ones, stop vanished ones."""
@@ -166,9 +177,10 @@ class Agent:
         etc_dir = str(state.pod_files(self.lab, netns))
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
+            run.security = podproc.security_of(pod, self.lab)
             run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",
                                                         pod.hostname, etc_dir, str(log),
-                                                        security=podproc.security_of(pod, self.lab))
+                                                        security=run.security)
         except OSError as exc:
             run.event("FailedCreatePodSandBox", str(exc), "Warning")
             return None
@@ -189,7 +201,8 @@ class Agent:
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, name)
         try:
             cr.pid = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin,
-                                             security=podproc.security_of(pod, self.lab), container=name)
+                                             security=run.security or podproc.security_of(pod, self.lab),
+                                             container=name)
         except OSError as exc:
             cr.state, cr.reason = "Waiting", "CreateContainerError"
             run.event("Failed", f"Error: {exc}", "Warning")
@@ -296,7 +309,8 @@ class Agent:
             # often the longer it takes (20 ms, 40 ms ... 0.5 s): with hundreds of pods
             # starting, reading every table on every round was most of the agent's time.
             want = set(run.ports)
-            run.listening = not want or want <= listening_tcp_ports(run.holder, want)
+            pod = self.cluster.pods.get(run.key)
+            run.listening = not want or (pod is not None and want <= tcp_listening(run.holder, want, pod.pod_ip))
             wait = run.listen_check[1]
             run.listen_check = (time.monotonic() + wait, min(wait * 2, 0.5))
         serving = run.listening
@@ -656,6 +670,9 @@ class Agent:
                 self._accept(server)
             for fd in [fd for fd in self.clients if fd in readable]:
                 self._read_client(fd)
+            if self.pods_reported:
+                self.pods_reported = False
+                self.sync_pods()
             self._drop_slow_clients()
             # Re-publish now and then: "serving" changes without any event we would see; often
             # while pods are still coming up, since `up` is waiting for exactly that.

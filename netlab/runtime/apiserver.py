@@ -279,7 +279,8 @@ def heal_faults(agent, m, req):
 @route("POST", r"/apis/netlab.io/v1/sync")
 def sync(agent, m, req):
     body = req.body if isinstance(req.body, dict) else {}
-    agent.bootstrap_sync(body.get("wired", "all"))
+    if agent.bootstrap_sync(body.get("wired", "all")):
+        return 202, ok_status("pods recorded as wired; starting them")
     agent.publish()
     return 200, ok_status("synced")
 
