@@ -357,6 +357,65 @@ def ifindexes(name: str, devices: Iterable[str]) -> dict[str, int]:
     return in_thread(lookup)
 
 
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, TCP_LISTEN = 4, 20, 10
+
+
+def tcp_listening(pid: int, ports: Iterable[int], address: str) -> set[int]:
+    """Which of `ports` have a TCP listener in the namespace of process `pid` that takes
+    connections to `address` (bound to it or to any address), or to 127.0.0.1.
+
+    One sock_diag lookup per port, which the kernel answers from its listener hash; reading
+    /proc/<pid>/net/tcp instead walks the machine's whole socket hash, about 1.8 ms a read
+    here whatever the namespace holds (at 1,000 pods, 1.8 CPU-seconds of the agent's).
+    Falls back to that read if sock_diag is not available."""
+    ports = list(ports)
+
+    def open_diag() -> int:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+        finally:
+            os.close(fd)
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG).detach()
+    try:
+        fd = in_thread(open_diag)
+    except OSError:
+        return listening_tcp_ports(pid, set(ports))
+    found: set[int] = set()
+    with socket.socket(fileno=fd) as sock:
+        sock.settimeout(1.0)
+        try:
+            for seq, port in enumerate(ports, 1):
+                for local in (address, "127.0.0.1"):
+                    if _diag_lookup(sock, seq, port, local):
+                        found.add(port)
+                        break
+        except OSError:
+            return listening_tcp_ports(pid, set(ports))
+    return found
+
+
+def _diag_lookup(sock: socket.socket, seq: int, port: int, local: str) -> bool:
+    """inet_diag_req_v2 for one socket (no dump): the kernel looks the listener up by
+    (local address, port) and answers with it, or with an error (ENOENT) if there is none."""
+    import struct
+    req = (struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN)
+           + struct.pack("!HH", port, 0) + socket.inet_aton(local) + bytes(12) + bytes(16)
+           + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF))       # any interface, no cookie
+    sock.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 1, seq, 0) + req)   # NLM_F_REQUEST
+    while True:
+        data = sock.recv(8192)
+        _length, msg_type, _flags, got_seq, _pid = struct.unpack_from("=IHHII", data, 0)
+        if got_seq != seq:
+            continue                     # an answer to an earlier question: not ours
+        if msg_type == 2:                # NLMSG_ERROR: 0 is an ack, negative an errno
+            error = struct.unpack_from("=i", data, 16)[0]
+            if error in (0, -errno.ENOENT):
+                return False
+            raise OSError(-error, os.strerror(-error))
+        return msg_type == SOCK_DIAG_BY_FAMILY
+
+
 def listening_tcp_ports(pid: int, want: Optional[set[int]] = None) -> set[int]:
     """TCP ports in LISTEN in the network namespace of process `pid` (/proc/<pid>/net/tcp).
 
