@@ -11,7 +11,8 @@ all but certain (1 in 10^4) that each of n endpoints gets one.
 
 A pod's kubelet probes it too (a readinessProbe every second, from the node's cni0 address,
 which is also an address the node masquerades to): a new entry whose other end is a socket
-of the pod's own node is such a probe, not the probe's connection, and is passed over.
+of the pod's own node is such a probe, not the probe's connection, and is passed over. Not
+in userspace mode, where kube-proxy itself, in the node, makes every proxied connection.
 """
 from __future__ import annotations
 
@@ -90,6 +91,8 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
         """Whether the pod's node itself holds the other end (peer -> the pod's server) and it
         is not the probe's own socket (a probe from the node). NAT keeps every tuple unique,
         so a masqueraded connection never looks like one."""
+        if view.proxy_mode == "userspace":
+            return False
         if (key, peer) not in judged:
             judged[key, peer] = (peer not in result.client_locals and (peer, server_of[key]) in
                                  sockets.in_netns(node_of[key], conntable.own_connections))
