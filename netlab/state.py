@@ -61,13 +61,6 @@ def log_dir(lab: str) -> Path:
     return lab_dir(lab) / "logs"
 
 
-def pod_files(lab: str, netns: str) -> Path:
-    """The files a pod sees as /etc/hosts and /etc/resolv.conf (its holder binds them there):
-    under the lab's own directory on tmpfs, not the host's /etc/netns, so a pod costs the
-    host's disk nothing and the lab's removal takes them along."""
-    return lab_dir(lab) / "pods" / netns
-
-
 def container_log(lab: str, namespace: str, pod: str, container: str) -> Path:
     return log_dir(lab) / f"{namespace}_{pod}_{container}.log"
 

@@ -42,7 +42,7 @@ def dns(query: str = typer.Argument(..., help="Name (or address, for PTR) to loo
     """Resolve a name from inside a pod and show every try, the answer and who gave it."""
     import ipaddress
     from dnslib import QTYPE, RCODE, DNSRecord
-    from .. import engine, state
+    from .. import engine
     from ..kernel import netns
     from ..model.errors import LabError, StateError
     from ..model.services import endpoints_for
@@ -57,8 +57,8 @@ def dns(query: str = typer.Argument(..., help="Name (or address, for PTR) to loo
         query, qtype = ".".join(reversed(query.split("."))) + ".in-addr.arpa.", "PTR"
     except ValueError:
         pass
-    resolv = state.pod_files(cluster.name, cluster.pod_netns(pod)) / "resolv.conf"
-    servers, search, ndots = _resolv(resolv.read_text() if resolv.exists() else "")
+    from ..model.dns import pod_etc_files
+    servers, search, ndots = _resolv(pod_etc_files(cluster, pod)["resolv.conf"].decode())
     if not servers:
         raise StateError(f"pod {pod.meta.name} has no nameserver (dnsPolicy {pod.spec.dns_policy})")
     server = servers[0]

@@ -203,3 +203,12 @@ def resolv_conf(cluster: "Cluster", pod: Pod, upstream: Optional[str] = None) ->
             return head + f"nameserver {upstream}\n"
         return head + "# no nameserver: this lab has no internet resolver for the node to inherit\n"
     return head + "# no nameserver: dnsPolicy None takes its servers from spec.dnsConfig, which netlab does not support\n"
+
+
+def pod_etc_files(cluster: "Cluster", pod: Pod) -> dict[str, bytes]:
+    """What the pod sees as /etc/hosts and /etc/resolv.conf, as the kubelet writes them (its
+    holder writes them into the pod's own /run and binds them over /etc's)."""
+    from .internet import host_ip
+    # dnsPolicy Default inherits the node's resolver: in a lab, the simulated internet's DNS.
+    return {"hosts": hosts_file(cluster, pod).encode(),
+            "resolv.conf": resolv_conf(cluster, pod, host_ip(cluster)).encode()}

@@ -29,6 +29,7 @@ from ..model.cluster import Cluster
 from ..model.objects import Pod
 from . import api, changes, daemons, nsops, pods as podproc, procs
 from ..kernel.netns import tcp_listening
+from ..model.dns import pod_etc_files
 from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
@@ -174,13 +175,12 @@ class Agent:
                                                   for p in c.ports if p.protocol == "TCP"}))
         self.pods[pod.meta.key] = run
         netns = self.cluster.pod_netns(pod)
-        etc_dir = str(state.pod_files(self.lab, netns))
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
             run.security = podproc.security_of(pod, self.lab)
             run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",
-                                                        pod.hostname, etc_dir, str(log),
-                                                        security=run.security)
+                                                        pod.hostname, pod_etc_files(self.cluster, pod),
+                                                        str(log), security=run.security)
         except OSError as exc:
             run.event("FailedCreatePodSandBox", str(exc), "Warning")
             return None

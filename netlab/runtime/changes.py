@@ -8,7 +8,6 @@ cluster, the kernel and the file are left as they were before the change.
 from __future__ import annotations
 
 import copy
-import shutil
 from typing import Callable, Iterable, Protocol
 
 from .. import state
@@ -40,25 +39,11 @@ def save(cluster: Cluster) -> None:
 # ---------------------------------------------------------------------- pod network
 
 
-def write_pod_files(cluster: Cluster, pod: Pod) -> None:
-    """The files the pod sees as /etc/hosts and resolv.conf (state.pod_files)."""
-    from ..model import internet
-    from ..model.dns import hosts_file, resolv_conf
-    etc = state.pod_files(cluster.name, cluster.pod_netns(pod))
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "hosts").write_text(hosts_file(cluster, pod))
-    # dnsPolicy Default inherits the node's resolver: in a lab, the simulated internet's DNS.
-    (etc / "resolv.conf").write_text(resolv_conf(cluster, pod, internet.host_ip(cluster)))
-    # Owner-only like the rest of the lab's state: the holder copies them into the pod's own
-    # /run as 0644 (as kubelet writes them), where non-root containers and dnsmasq read them.
-
-
 def add_pod_network(cluster: Cluster, pods: Iterable[Pod], builder: Builder) -> None:
     plans, created = [], []
     for pod in pods:
         plans.extend(netplan.plan_pod(cluster, pod))
         created.append(cluster.pod_netns(pod))
-        write_pod_files(cluster, pod)
     builder.apply(plans, create_netns=created)
     for ns in created:     # pods are many; don't hold a socket per pod open
         builder.forget(ns)
@@ -77,7 +62,6 @@ def remove_pod_network(cluster: Cluster, pods: list[Pod]) -> None:
                 pass      # the node itself is gone
     for ns in spaces:
         netns.delete(ns)
-        shutil.rmtree(state.pod_files(cluster.name, ns), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- the transaction

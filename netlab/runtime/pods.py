@@ -121,9 +121,10 @@ def enter_argv(target_pid: int, command: Sequence[str], csec: Optional[Container
             *confine_argv(csec), "--", *command]
 
 
-def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
+def spawn_holder(netns_file: str, hostname: str, files: dict[str, bytes], log_path: str,
                  security: Optional[PodSecurity] = None) -> tuple[int, int]:
-    """Fork the pod's PID-1 holder; return (pid, fd that becomes readable when it is ready)."""
+    """Fork the pod's PID-1 holder; return (pid, fd that becomes readable when it is ready).
+    `files` ({"hosts": ..., "resolv.conf": ...}) replace their /etc counterparts in the pod."""
     security = security or PodSecurity()
     caps.last_cap()                   # read while /proc is the host's
     shared = _shared_root_ns() if _fits_shared_root(security) else None
@@ -141,7 +142,6 @@ def spawn_holder(netns_file: str, hostname: str, etc_dir: str, log_path: str,
             forget_agent_signals()
             os.setsid()
             nsops.setns_path(netns_file, nsops.CLONE_NEWNET)
-            files = _read_pod_files(etc_dir)      # from the lab's state dir, out of the pod's sight
             if shared is not None:
                 # A copy of the lab's shared root (its root and our cwd from the setns), and
                 # the pod's own mounts on top: no copy of the host's mount table to discard.
@@ -429,15 +429,6 @@ def _container_mounts(security: PodSecurity, name: str) -> None:
     nsops.unshare(nsops.CLONE_NEWNS)
     for m in sorted(own, key=lambda m: m.path.count("/")):
         _bind_volume(m)
-
-
-def _read_pod_files(etc_dir: str) -> dict[str, bytes]:
-    """The pod's own /etc files (hosts, resolv.conf) as written for it (state.pod_files)."""
-    files = {}
-    for name in sorted(os.listdir(etc_dir)) if os.path.isdir(etc_dir) else []:
-        with open(os.path.join(etc_dir, name), "rb") as f:
-            files[name] = f.read()
-    return files
 
 
 def _bind_etc(files: dict[str, bytes], hostname: str) -> None:

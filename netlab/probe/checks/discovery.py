@@ -11,9 +11,9 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
-from ... import state
 from ...kernel import netns
 from ...model.objects import Pod, Service
 from .. import sockets
@@ -273,10 +273,15 @@ class ResolvConf:
 
 
 def resolv_conf(view: LabView, pod: Pod) -> ResolvConf:
-    """What the pod sees as /etc/resolv.conf (its holder binds state.pod_files' resolv.conf there)."""
-    path = state.pod_files(view.name, view.netns(pod)) / "resolv.conf"
+    """What the pod sees as /etc/resolv.conf: read through its holder's root, in its own mount
+    namespace (nothing if the pod has no holder)."""
+    holder = view.holder(pod)
+    try:
+        text = Path(f"/proc/{holder}/root/etc/resolv.conf").read_text() if holder else ""
+    except OSError:
+        text = ""
     conf = ResolvConf([], [])
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for line in text.splitlines():
         words = line.split()
         if words[:1] == ["nameserver"] and len(words) > 1:
             conf.nameservers.append(words[1])
