@@ -42,11 +42,34 @@ def _child_exit(code: int) -> None:
     os._exit(code)
 
 
-def _report_error(log_fd: int, what: str, exc: BaseException) -> None:
+def _report_error(log, what: str, exc: BaseException) -> None:
+    """Write a child's last word to its log: a descriptor, or a _LazyLog made on first use."""
     try:
-        os.write(log_fd, f"netlab: {what}: {exc}\n".encode())
+        fd = log.open() if isinstance(log, _LazyLog) else log
+        os.write(fd, f"netlab: {what}: {exc}\n".encode())
     except OSError:
         pass
+
+
+class _LazyLog:
+    """A log file made only if something is written to it: the pod's sandbox (POD) log,
+    which holds nothing unless the sandbox fails. Its directory is held open, so the file
+    can still be made after the holder has entered the pod's own mount namespace. (A new
+    entry in a directory of thousands costs half a millisecond where /run is on disk.)"""
+
+    def __init__(self, path: str):
+        self.dir_fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.name = os.path.basename(path)
+        self.fd: Optional[int] = None
+
+    def open(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644,
+                              dir_fd=self.dir_fd)
+        return self.fd
+
+    def close(self) -> None:
+        os.close(self.dir_fd)
 
 
 def _fork_in_pid_ns(enter) -> int:
@@ -128,13 +151,14 @@ def spawn_holder(netns_file: str, hostname: str, files: dict[str, bytes], log_pa
     security = security or PodSecurity()
     caps.last_cap()                   # read while /proc is the host's
     shared = _shared_root_ns() if _fits_shared_root(security) else None
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    log = _LazyLog(log_path)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = _fork_in_pid_ns(lambda: nsops.unshare(nsops.CLONE_NEWPID))
     except BaseException:
-        for fd in (ready_r, ready_w, log_fd):
+        for fd in (ready_r, ready_w):
             os.close(fd)
+        log.close()
         raise
     if pid == 0:
         os.close(ready_r)
@@ -158,13 +182,13 @@ def spawn_holder(netns_file: str, hostname: str, files: dict[str, bytes], log_pa
             _bind_etc(files, hostname)
             caps.confine(())          # pause needs no capability at all
         except BaseException as exc:  # noqa: BLE001 - reported through the log; no "ready"
-            _report_error(log_fd, "pod sandbox", exc)
+            _report_error(log, "pod sandbox", exc)
             _child_exit(1)
         os.write(ready_w, b"1")
         os.close(ready_w)
-        _run_holder(log_fd)
+        _run_holder(log)
     os.close(ready_w)
-    os.close(log_fd)
+    log.close()
     return pid, ready_r
 
 
@@ -470,14 +494,14 @@ def forget_agent_signals() -> None:
 PAUSE = "/usr/bin/catatonit"
 
 
-def _run_holder(log_fd: int) -> None:
-    """PID 1 of the pod: reap orphans, exit on SIGTERM (the pause container)."""
+def _run_holder(log: _LazyLog) -> None:
+    """PID 1 of the pod: reap orphans, exit on SIGTERM (the pause container). Like a pause
+    container's, its output goes nowhere; its exit code is what the agent reports."""
     try:
         forget_agent_signals()
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
         if os.access(PAUSE, os.X_OK):
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.execv(PAUSE, ["pause", "-P"])
@@ -488,7 +512,7 @@ def _run_holder(log_fd: int) -> None:
         while True:
             signal.pause()
     except BaseException as exc:  # noqa: BLE001
-        _report_error(log_fd, "pause", exc)
+        _report_error(log, "pause", exc)
         _child_exit(1)
 
 

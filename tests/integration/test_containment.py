@@ -253,3 +253,33 @@ def test_netlab_exec_is_confined_like_the_container(make_lab):
         assert "ESCAPED" not in proc.stdout and not marker.exists()
         assert status["Uid"].split()[0] == uid
         assert int(status["CapBnd"], 16) == caps and status["NoNewPrivs"].strip() == "1"
+
+
+BAD_VOLUME = """
+apiVersion: v1
+kind: Pod
+metadata: {name: badvol}
+spec:
+  volumes: [{name: scratch, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    command: [sleep, "3600"]
+    volumeMounts: [{name: scratch, mountPath: /usr/netlab-no-such-dir}]
+"""
+
+
+def test_a_failed_sandbox_says_why_in_its_pod_log(make_lab):
+    """The POD log is made only when the sandbox has something to say: a pod whose volume
+    cannot be mounted (its mountPath would have to be made in the host's read-only /usr)
+    gets a POD log with the reason; a healthy pod gets none."""
+    import yaml
+    from netlab.model.objects import parse_object
+    cluster = make_lab(manifests=SHARED)
+    lab = cluster.name
+    assert not state.container_log(lab, "default", "shared", "POD").exists()
+    assert engine.apply(lab, [parse_object(yaml.safe_load(BAD_VOLUME), "badvol.yaml")]) == ["pod/badvol created"]
+    log = wait_for(lambda: log_of(lab, "badvol", "POD"), 20, "the POD log of the failed sandbox")
+    assert "netlab: pod sandbox:" in log
+    assert "volume scratch: cannot create mountPath /usr/netlab-no-such-dir" in log
+    assert not os.path.exists("/usr/netlab-no-such-dir")
