@@ -167,6 +167,15 @@ def _walk(table: Table, chain: str, start: int, pkt: Packet, where: Where, chanc
     rules = table.chains.get(chain, [])
     if depth > MAX_DEPTH:
         return [Outcome(chance, pkt, "DROP", lines + [f"{chain}: chains nested too deep"], hit)]
+    # A service's random cascade (one statistic rule per endpoint) forks at every rule: the
+    # taken branches wait here while the walk goes on down the chain in a loop, since a
+    # service of a thousand endpoints would otherwise recurse a thousand frames deep. They
+    # come out last first, the order the kernel's rules are read in from the bottom.
+    taken: list[list[Outcome]] = []
+
+    def done(last: list[Outcome]) -> list[Outcome]:
+        return last + [o for branch in reversed(taken) for o in branch]
+
     for pos in range(start, len(rules)):
         rule = rules[pos]
         ok, p, note = match(rule, pkt, where)
@@ -174,29 +183,35 @@ def _walk(table: Table, chain: str, start: int, pkt: Packet, where: Where, chanc
             lines = lines + [f"  {table.name} {chain} #{rule.index} skipped ({note}): {rule.text}"]
         if not ok:
             continue
-        out: list[Outcome] = []
-        if p < 1.0:       # statistic random: the other branch carries on with the next rule
-            out += _walk(table, chain, pos + 1, pkt, where, chance * (1 - p), lines, hit, depth)
-            chance *= p
         label = f"  {table.name} {chain} #{rule.index}" + (f" (p={p:.2f})" if p < 1.0 else "")
         here = lines + [f"{label}: {rule.text}" + (f"   [{note}]" if note else "")]
-        seen = hit + [rule]
-        target = rule.target
-        if target in table.chains and rule.goto:
-            # A goto: the chain's RETURN returns to this chain's caller, not here.
-            return out + _walk(table, target, 0, pkt, where, chance, here, seen, depth + 1)
-        if target in table.chains:
-            for sub in _walk(table, target, 0, pkt, where, chance, here, seen, depth + 1):
-                if sub.verdict == "RETURN":
-                    out += _walk(table, chain, pos + 1, sub.packet, where, sub.chance, sub.lines, sub.hit, depth)
-                else:
-                    out.append(sub)
-            return out
-        if target == "RETURN":
-            return out + [Outcome(chance, pkt, "RETURN", here, seen)]
-        moved = _apply(rule, pkt)
-        if target in TERMINAL:
-            return out + [Outcome(chance, moved, target, here, seen)]
-        out += _walk(table, chain, pos + 1, moved, where, chance, here, seen, depth)
+        branch = _take(table, chain, pos, rule, pkt, where, chance * p, here, hit + [rule], depth)
+        if p < 1.0:       # statistic random: the other branch carries on with the next rule
+            taken.append(branch)
+            chance *= 1 - p
+            continue
+        return done(branch)
+    return done([Outcome(chance, pkt, "RETURN" if depth else "ACCEPT", lines, hit)])
+
+
+def _take(table: Table, chain: str, pos: int, rule: Rule, pkt: Packet, where: Where, chance: float,
+          here: list[str], seen: list[Rule], depth: int) -> list[Outcome]:
+    """Where the packet goes when `rule` (at `pos` in `chain`) matched it."""
+    target = rule.target
+    if target in table.chains and rule.goto:
+        # A goto: the chain's RETURN returns to this chain's caller, not here.
+        return _walk(table, target, 0, pkt, where, chance, here, seen, depth + 1)
+    if target in table.chains:
+        out: list[Outcome] = []
+        for sub in _walk(table, target, 0, pkt, where, chance, here, seen, depth + 1):
+            if sub.verdict == "RETURN":
+                out += _walk(table, chain, pos + 1, sub.packet, where, sub.chance, sub.lines, sub.hit, depth)
+            else:
+                out.append(sub)
         return out
-    return [Outcome(chance, pkt, "RETURN" if depth else "ACCEPT", lines, hit)]
+    if target == "RETURN":
+        return [Outcome(chance, pkt, "RETURN", here, seen)]
+    moved = _apply(rule, pkt)
+    if target in TERMINAL:
+        return [Outcome(chance, moved, target, here, seen)]
+    return _walk(table, chain, pos + 1, moved, where, chance, here, seen, depth)
