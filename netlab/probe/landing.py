@@ -29,11 +29,24 @@ MISS_ODDS = 1e4
 ACCEPT_WAIT = 0.5           # seconds a connection may take to show up (and be accepted)
 
 
-def coverage(endpoints: int) -> int:
+MAX_CONNECTIONS = 200       # held at once by one probe: a service of 1,000 pods would need 16,000
+
+
+def full_coverage(endpoints: int) -> int:
     """Connections needed so that every one of `endpoints` is picked w.p. >= 1 - 1/MISS_ODDS."""
     if endpoints <= 1:
         return 3
     return math.ceil(endpoints * math.log(endpoints * MISS_ODDS))
+
+
+def coverage(endpoints: int) -> int:
+    """Connections a probe opens: full coverage, up to MAX_CONNECTIONS (from 18 endpoints on,
+    the cap: a probe then shows spread, not that every endpoint is chosen)."""
+    return min(full_coverage(endpoints), MAX_CONNECTIONS)
+
+
+def covers_all(endpoints: int) -> bool:
+    return full_coverage(endpoints) <= MAX_CONNECTIONS
 
 
 @dataclass
@@ -75,12 +88,42 @@ def _await_new(tables: Tables, known: dict[str, set[str]],
         time.sleep(0.001)
 
 
+def _await_one(pid: int, port: int, peer: str) -> bool:
+    """Whether the server on `port` in PID's namespace accepts the connection from `peer`."""
+    deadline = time.monotonic() + ACCEPT_WAIT
+    while True:
+        if conntable.established(pid, port).get(peer):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+
+
 def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoint], count: int) -> Landing:
-    """Open `count` connections from src_ns to ip:port, one at a time, and see where each landed."""
+    """Open `count` connections from src_ns to ip:port, one at a time, and see where each landed.
+
+    In iptables mode the node that translated a connection names its endpoint and the peer
+    the endpoint sees (ctlookup: one conntrack lookup per node), and only that pod's socket
+    table is read to see the server accept it: the cost does not grow with the service's
+    size. Otherwise, or if that finds nothing, every endpoint's table is read until the
+    connection shows up."""
+    from .ctlookup import Conntrack
     servers = {ep.pod: (view.holder(view.pod_of(ep)), ep.port) for ep in endpoints}
+    by_address = {(ep.ip, ep.port): ep.pod for ep in endpoints}
+    conntrack = Conntrack([n.netns for n in view.cluster.nodes]) if view.proxy_mode != "userspace" else None
 
     def tables() -> dict[str, dict[str, bool]]:
         return {key: conntable.established(pid, p) for key, (pid, p) in servers.items()}
+
+    def via_conntrack(local: tuple[str, int]) -> Optional[tuple[str, str]]:
+        if conntrack is None:
+            return None
+        reply = conntrack.endpoint(local[0], local[1], ip, port)
+        key = by_address.get((reply[0], reply[1])) if reply else None
+        if key is None:
+            return None
+        peer = f"{reply[2]}:{reply[3]}"
+        return (key, peer) if _await_one(servers[key][0], servers[key][1], peer) else None
 
     known = {key: set(peers) for key, peers in tables().items()}
     node_of = {ep.pod: view.node_of(view.pod_of(ep)).netns for ep in endpoints}
@@ -109,12 +152,14 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
                 break
             held.append(sock)
             result.opened += 1
+            local = None
             try:
                 result.client_peers.add("%s:%d" % sock.getpeername())
-                result.client_locals.append("%s:%d" % sock.getsockname())
+                local = sock.getsockname()
+                result.client_locals.append("%s:%d" % local)
             except OSError:         # reset already; the servers' side tells the rest
                 pass
-            found = _await_new(tables, known, node_made)
+            found = (via_conntrack(local) if local else None) or _await_new(tables, known, node_made)
             if found is None:       # connected, yet no endpoint has it: stop, this is the finding
                 result.lost += 1
                 break
@@ -123,4 +168,6 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
             result.by_pod.setdefault(key, []).append(peer)
     finally:
         sockets.close_all(held)
+        if conntrack is not None:
+            conntrack.close()
     return result
