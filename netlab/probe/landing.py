@@ -70,19 +70,29 @@ Tables = Callable[[], dict[str, dict[str, bool]]]
 
 
 def _await_new(tables: Tables, known: dict[str, set[str]],
-               node_made: Callable[[str, str], bool]) -> Optional[tuple[str, str]]:
-    """The (pod, peer) of the connection that just appeared, once accepted (or at the deadline)."""
+               node_made: Callable[[str, str], bool], ours: str = "") -> Optional[tuple[str, str]]:
+    """The (pod, peer) of the connection that just appeared, once accepted (or at the deadline).
+    If a server sees `ours` (the client's own address: nothing translated it), that is the
+    one, whatever else arrived meanwhile (a late connection of an earlier probe)."""
     deadline = time.monotonic() + ACCEPT_WAIT
     found = None
     while True:
-        for key, peers in tables().items():
+        seen = tables()
+        for key, peers in seen.items():
             for peer in [p for p in peers if p not in known[key] and node_made(key, p)]:
                 known[key].add(peer)            # the kubelet's probe of that pod
-            fresh = [(peer, accepted) for peer, accepted in peers.items() if peer not in known[key]]
-            if fresh:
-                found = (key, fresh[0][0])
-                if fresh[0][1]:
-                    return found
+        mine = [(key, peers[ours]) for key, peers in seen.items() if ours in peers and ours not in known[key]]
+        if mine:
+            found = (mine[0][0], ours)
+            if mine[0][1]:
+                return found
+        else:
+            for key, peers in seen.items():
+                fresh = [(peer, accepted) for peer, accepted in peers.items() if peer not in known[key]]
+                if fresh:
+                    found = (key, fresh[0][0])
+                    if fresh[0][1]:
+                        return found
         if time.monotonic() > deadline:
             return found
         time.sleep(0.001)
@@ -159,7 +169,8 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
                 result.client_locals.append("%s:%d" % local)
             except OSError:         # reset already; the servers' side tells the rest
                 pass
-            found = (via_conntrack(local) if local else None) or _await_new(tables, known, node_made)
+            found = ((via_conntrack(local) if local else None)
+                     or _await_new(tables, known, node_made, "%s:%d" % local if local else ""))
             if found is None:       # connected, yet no endpoint has it: stop, this is the finding
                 result.lost += 1
                 break

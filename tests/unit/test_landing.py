@@ -34,3 +34,19 @@ def test_without_the_filter_the_probe_would_be_taken():
     table = {"default/web-1": {"10.244.1.1:40000": True}}
     found = _await_new(lambda: table, {"default/web-1": set()}, lambda key, peer: False)
     assert found == ("default/web-1", "10.244.1.1:40000")
+
+
+def test_the_clients_own_address_wins_over_a_stray_arrival():
+    # No translation on the way: the server sees the client's own address; a late
+    # connection of an earlier probe, accepted first, must not be taken for it.
+    table = {"default/web-1": {"10.244.1.2:58959": True, "10.244.1.2:36674": False}}
+    known = {"default/web-1": set()}
+    calls = []
+
+    def tables():
+        calls.append(1)
+        if len(calls) > 2:
+            table["default/web-1"]["10.244.1.2:36674"] = True     # accepted now
+        return table
+    found = _await_new(tables, known, lambda key, peer: False, "10.244.1.2:36674")
+    assert found == ("default/web-1", "10.244.1.2:36674")
