@@ -69,6 +69,27 @@ def pod_status(lab: str) -> dict:
     return (state.read_json(state.status_file(lab)) or {}).get("pods", {})
 
 
+class _StatusPoll:
+    """pod_status for a wait loop: status.json parsed again only when the agent has replaced
+    it. At 1,000 pods the file is megabytes, and parsing it every 50 ms while pods start took
+    a good part of a core from the agent and the pods on a 2-core machine."""
+
+    def __init__(self, lab: str):
+        self.path = state.status_file(lab)
+        self.stamp: Optional[tuple] = None
+        self.pods: dict = {}
+
+    def __call__(self) -> dict:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)    # a replaced file is a new inode
+        if stamp != self.stamp:
+            self.stamp, self.pods = stamp, (state.read_json(self.path) or {}).get("pods", {})
+        return self.pods
+
+
 # ---------------------------------------------------------------------- up
 
 
@@ -253,8 +274,9 @@ def ready_pods(lab: str) -> Optional[set[str]]:
 def wait_for_pods(cluster: Cluster, timeout: float, progress: Progress = _no_progress) -> None:
     deadline = time.monotonic() + timeout
     total = len(cluster.pods)
+    poll = _StatusPoll(cluster.name)
     while True:
-        status = pod_status(cluster.name)
+        status = poll()
         serving = sum(1 for k in cluster.pods if status.get(k, {}).get("serving"))
         progress("starting pods", serving, total)
         if serving == total:
@@ -290,8 +312,9 @@ def wait_for_started(cluster: Cluster, timeout: float, progress: Progress = _no_
     that are not ready, each with why. Fails only if some pod never started at all."""
     deadline = time.monotonic() + timeout
     total = len(cluster.pods)
+    poll = _StatusPoll(cluster.name)
     while True:
-        status = pod_status(cluster.name)
+        status = poll()
         pods = {k: status.get(k, {}) for k in cluster.pods}
         serving = {k for k, st in pods.items() if st.get("serving")}
         progress("starting pods", len(serving), total)
