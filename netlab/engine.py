@@ -362,9 +362,10 @@ def owned_namespaces(lab: str, lab_id: Optional[str] = None) -> tuple[dict[str, 
     return owned, placeholders, foreign
 
 
-# netlab's own long-running programs of a lab: the agent, and the lab API's loopback listener
-# for kubectl, which lives in the host's namespace (so no namespace's removal takes it along).
-LAB_PROGRAMS = ("netlab.runtime.agent", "netlab.runtime.kubeapi")
+# netlab's own long-running programs of a lab: the agent, and the lab API's listeners, forks
+# of it with its command line (the loopback one for kubectl lives in the host's namespace, so
+# no namespace's removal takes it along).
+LAB_PROGRAMS = ("netlab.runtime.agent",)
 
 
 def lab_agents(lab: Optional[str] = None) -> list[int]:

@@ -39,18 +39,6 @@ def listening(pid: int) -> dict[int, set[str]]:
     return ports
 
 
-def own_connections(path: str = "/proc/thread-self/net/tcp") -> set[tuple[str, str]]:
-    """(local, remote) "ip:port" pairs of every TCP socket (any state, TIME_WAIT included) of
-    the calling thread's namespace: read inside a node's namespace, the connections the node
-    itself opened, such as the kubelet's probes of its pods."""
-    try:
-        with open(path) as f:
-            return {(_decode(fields[1]), _decode(fields[2]))
-                    for fields in (line.split() for line in f.read().splitlines()[1:])}
-    except OSError:
-        return set()
-
-
 def established(pid: int, local_port: int) -> dict[str, bool]:
     """{peer "ip:port": accepted?} for ESTABLISHED sockets on local_port in PID's namespace."""
     peers = {}

@@ -9,10 +9,10 @@ paces the probe: a server with a small listen backlog (the guestbook's is 5) wou
 drop SYNs that arrive faster than it accepts. `coverage(n)` is how many connections make it
 all but certain (1 in 10^4) that each of n endpoints gets one.
 
-A pod's kubelet probes it too (a readinessProbe every second, from the node's cni0 address,
-which is also an address the node masquerades to): a new entry whose other end is a socket
-of the pod's own node is such a probe, not the probe's connection, and is passed over. Not
-in userspace mode, where kube-proxy itself, in the node, makes every proxied connection.
+Other connections reach the servers meanwhile (the kubelet's readinessProbe every second,
+from the node's cni0 address, also an address the node masquerades to): that is why the
+translating node's conntrack entry, or the client's own address when nothing translated
+it, decides which new entry is the probe's, and the first new entry only as a last resort.
 """
 from __future__ import annotations
 
@@ -69,8 +69,7 @@ class Landing:
 Tables = Callable[[], dict[str, dict[str, bool]]]
 
 
-def _await_new(tables: Tables, known: dict[str, set[str]],
-               node_made: Callable[[str, str], bool], ours: str = "") -> Optional[tuple[str, str]]:
+def _await_new(tables: Tables, known: dict[str, set[str]], ours: str = "") -> Optional[tuple[str, str]]:
     """The (pod, peer) of the connection that just appeared, once accepted (or at the deadline).
     If a server sees `ours` (the client's own address: nothing translated it), that is the
     one, whatever else arrived meanwhile (a late connection of an earlier probe)."""
@@ -78,9 +77,6 @@ def _await_new(tables: Tables, known: dict[str, set[str]],
     found = None
     while True:
         seen = tables()
-        for key, peers in seen.items():
-            for peer in [p for p in peers if p not in known[key] and node_made(key, p)]:
-                known[key].add(peer)            # the kubelet's probe of that pod
         mine = [(key, peers[ours]) for key, peers in seen.items() if ours in peers and ours not in known[key]]
         if mine:
             found = (mine[0][0], ours)
@@ -136,21 +132,6 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
         return (key, peer) if _await_one(servers[key][0], servers[key][1], peer) else None
 
     known = {key: set(peers) for key, peers in tables().items()}
-    node_of = {ep.pod: view.node_of(view.pod_of(ep)).netns for ep in endpoints}
-    server_of = {ep.pod: f"{ep.ip}:{ep.port}" for ep in endpoints}
-    judged: dict[tuple[str, str], bool] = {}
-
-    def node_made(key: str, peer: str) -> bool:
-        """Whether the pod's node itself holds the other end (peer -> the pod's server) and it
-        is not the probe's own socket (a probe from the node). NAT keeps every tuple unique,
-        so a masqueraded connection never looks like one."""
-        if view.proxy_mode == "userspace":
-            return False
-        if (key, peer) not in judged:
-            judged[key, peer] = (peer not in result.client_locals and (peer, server_of[key]) in
-                                 sockets.in_netns(node_of[key], conntable.own_connections))
-        return judged[key, peer]
-
     result = Landing()
     held = []
     try:
@@ -170,7 +151,7 @@ def land(view: LabView, src_ns: str, ip: str, port: int, endpoints: list[Endpoin
             except OSError:         # reset already; the servers' side tells the rest
                 pass
             found = ((via_conntrack(local) if local else None)
-                     or _await_new(tables, known, node_made, "%s:%d" % local if local else ""))
+                     or _await_new(tables, known, "%s:%d" % local if local else ""))
             if found is None:       # connected, yet no endpoint has it: stop, this is the finding
                 result.lost += 1
                 break

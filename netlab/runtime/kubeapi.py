@@ -20,7 +20,6 @@ Two listeners, both with the lab's own certificate (runtime/pki.py):
 """
 from __future__ import annotations
 
-import argparse
 import hmac
 import json
 import os
@@ -374,17 +373,3 @@ def serve_forked(lab: str, loopback: bool, address: str = "") -> int:
     import gc
     gc.freeze()
     return serve(lab, loopback, address)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="netlab-apiserver")
-    parser.add_argument("--lab", required=True)
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--loopback", action="store_true")
-    where.add_argument("--in-cluster", metavar="ADDRESS")
-    args = parser.parse_args(argv)
-    return serve(args.lab, args.loopback, args.in_cluster or "")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
