@@ -761,11 +761,18 @@ class Agent:
                 self._send(conn, *api.status_of(api.ApiError(400, "BadRequest", "request not received in time")))
 
     def shutdown(self) -> None:
-        """Stop every pod and daemon: SIGTERM, and SIGKILL for what is still there after a
-        short grace (the lab is going away, or a new agent starts its pods afresh anyway)."""
+        """Stop every pod and daemon. The lab is going away (or a new agent starts its pods
+        afresh), so pods get no grace: SIGKILL, as `kind delete cluster` removes its nodes.
+        Daemons get SIGTERM and a short grace, then SIGKILL. (At 100 pods, SIGTERM and each
+        container's own shutdown added about 0.05 s to `netlab down`.)"""
         children = set(self.by_pid)
-        for key in list(self.pods):
-            self.stop_pod(key)
+        for pid, (pod_key, _) in self.by_pid.items():
+            if pod_key:                   # a daemon's entry has no pod
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.pods.clear()
         for run in self.daemons.values():
             daemons.stop(run)
         _reap_until(time.monotonic() + SHUTDOWN_GRACE, children)
@@ -810,4 +817,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Every pod is gone and the socket removed: skip tearing down the interpreter's objects
+    # one by one (about 30 ms at 100 pods that `netlab down` waited for).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -173,14 +174,17 @@ def stop(lab: str, timeout: float = 5.0) -> None:
     if pid is None:
         return
     try:
-        os.kill(pid, signal.SIGTERM)
+        exited = os.pidfd_open(pid)       # readable when the agent has exited
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if agent_pid(lab) is None or not os.path.exists(f"/proc/{pid}"):
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if select.select([exited], [], [], timeout)[0]:
             return
-        time.sleep(0.02)
+    except ProcessLookupError:
+        return
+    finally:
+        os.close(exited)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
