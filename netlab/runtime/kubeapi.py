@@ -293,23 +293,9 @@ class Server(ThreadingHTTPServer):
 # ---------------------------------------------------------------------- the lab's names
 
 
-def lab_names(lab: str) -> tuple[list[str], list[str]]:
-    """Addresses and DNS names the certificate must name."""
-    import ipaddress
-    from ..model.cluster import Cluster
-    data = state.read_json(state.state_file(lab))
-    cluster = Cluster.from_state(data)
-    first = str(ipaddress.ip_network(cluster.config.service_cidr).network_address + 1)
-    domain = cluster.config.dns_domain
-    ips = ["127.0.0.1", first] + [n.internal_ip for n in cluster.nodes]
-    names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-             f"kubernetes.default.svc.{domain}"]
-    return ips, names
-
-
-def context(lab: str):
+def context(lab: str, names: tuple[tuple[str, ...], tuple[str, ...]]):
     from . import pki
-    files = pki.ensure(lab, *lab_names(lab))
+    files = pki.ensure(lab, *names)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(files["cert"]), str(files["key"]))
@@ -335,8 +321,11 @@ def write_kubeconfig(lab: str, port: int, files: dict) -> None:
     os.replace(tmp, path)
 
 
-def serve(lab: str, loopback: bool, address: str = "") -> int:
-    ctx, files = context(lab)
+def serve(lab: str, loopback: bool, address: str, names: tuple[tuple[str, ...], tuple[str, ...]]) -> int:
+    """Listen and answer until SIGTERM. `names` (kubeapi_daemons.cert_names): what the certificate names,
+    from the agent's own cluster (four listeners reading state.json again cost a 100-pod
+    lab about 25 ms of CPU at `up`, and more the bigger the lab)."""
+    ctx, files = context(lab, names)
     Handler.lab = lab
     if loopback:
         Handler.token, Handler.read_only = files["token"].read_text().strip().encode(), False
@@ -367,9 +356,9 @@ def serve(lab: str, loopback: bool, address: str = "") -> int:
     return 0
 
 
-def serve_forked(lab: str, loopback: bool, address: str = "") -> int:
+def serve_forked(lab: str, loopback: bool, address: str, names: tuple[tuple[str, ...], tuple[str, ...]]) -> int:
     """serve() in a child forked from the agent (runtime/daemons.py): what the agent's
     garbage collector tracks stays out of ours, so it is never scanned (and copied)."""
     import gc
     gc.freeze()
-    return serve(lab, loopback, address)
+    return serve(lab, loopback, address, names)

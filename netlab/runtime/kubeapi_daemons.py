@@ -17,11 +17,22 @@ from .daemons import DaemonSpec, provider
 HOST = "host"          # the pseudo-node the loopback listener is reported under
 
 
+def cert_names(cluster) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The addresses and DNS names the API server's certificate names (runtime/pki.py)."""
+    import ipaddress
+    first = str(ipaddress.ip_network(cluster.config.service_cidr).network_address + 1)
+    ips = ("127.0.0.1", first, *(n.internal_ip for n in cluster.nodes))
+    names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+             f"kubernetes.default.svc.{cluster.config.dns_domain}")
+    return ips, names
+
+
 @provider
 def apiservers(cluster) -> list[DaemonSpec]:
     from ..kernel import netns
     entry = "netlab.runtime.kubeapi:serve_forked"
-    specs = [DaemonSpec("apiserver", HOST, "", entry, (cluster.name, True, ""))]
-    specs += [DaemonSpec("apiserver", n.name, n.netns, entry, (cluster.name, False, n.internal_ip))
+    names = cert_names(cluster)
+    specs = [DaemonSpec("apiserver", HOST, "", entry, (cluster.name, True, "", names))]
+    specs += [DaemonSpec("apiserver", n.name, n.netns, entry, (cluster.name, False, n.internal_ip, names))
               for n in cluster.nodes if netns.is_netns(n.netns)]
     return specs
