@@ -3,8 +3,8 @@
 
 --cli times the installed command as a user types it instead, and the lab's memory.
 Where Mininet is installed it times `mn --switch lxbr --controller none --topo single,N
---test none` (N hosts on one Linux bridge, up and down) in the same run, and prints the
-ratio. Run as root:  .venv/bin/python bench/bench_up.py [--pods 10 100 300] [--rounds 3]
+--test none` (N hosts on one Linux bridge, up and down) in the same run, a Mininet round
+after each netlab round, and prints the ratio of the medians. Run as root:  .venv/bin/python bench/bench_up.py [--pods 10 100 300] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -123,9 +123,14 @@ def main() -> int:
     print(f"{'pods':>5} " + " ".join(f"{p:>11}" for p in phases_shown) + f" {'mininet':>9} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for pods in args.pods:
-            rounds = [netlab_round(pods, Path(tmp), args.dns) for _ in range(args.rounds)]
+            rounds, mininet = [], []
+            for _ in range(args.rounds):         # alternated with Mininet's, as in --cli
+                rounds.append(netlab_round(pods, Path(tmp), args.dns))
+                if not args.no_mininet:
+                    mininet.append(mininet_round(pods))
             median = {p: statistics.median(r.get(p, 0.0) for r in rounds) for p in phases_shown}
-            mn = None if args.no_mininet else mininet_round(pods)
+            mininet = [m for m in mininet if m]
+            mn = statistics.median(mininet) if mininet else None
             ratio = f"{median['total'] / mn:6.2f}" if mn else "     -"
             print(f"{pods:>5} " + " ".join(f"{median[p]:11.3f}" for p in phases_shown)
                   + f" {mn if mn else float('nan'):9.2f} {ratio}", flush=True)
@@ -135,14 +140,21 @@ def main() -> int:
 def cli_main(args) -> int:
     print(f"`netlab up DIR` + `netlab down NAME` as typed, N pods over {args.nodes} nodes"
           f"{' + kube-dns' if args.dns else ''}, median of {args.rounds} rounds; Mininet "
-          f"(mn --switch lxbr --controller none --topo single,N --test none) in the same run")
+          f"(mn --switch lxbr --controller none --topo single,N --test none) in the same run, "
+          f"its rounds alternating with netlab's")
     shown = ["up", "down", "total", "pss MB", "pss/pod MB"]
     print(f"{'pods':>5} " + " ".join(f"{p:>11}" for p in shown) + f" {'mininet':>9} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for pods in args.pods:
-            rounds = [cli_round(pods, Path(tmp), args.dns, args.nodes) for _ in range(args.rounds)]
+            rounds, mininet = [], []
+            # Alternated, so that both tools meet the same moments of a shared machine.
+            for _ in range(args.rounds):
+                rounds.append(cli_round(pods, Path(tmp), args.dns, args.nodes))
+                if not args.no_mininet:
+                    mininet.append(mininet_round(pods))
             median = {p: statistics.median(r[p] for r in rounds) for p in shown}
-            mn = None if args.no_mininet else mininet_round(pods)
+            mininet = [m for m in mininet if m]
+            mn = statistics.median(mininet) if mininet else None
             ratio = f"{median['total'] / mn:6.2f}" if mn else "     -"
             print(f"{pods:>5} " + " ".join(f"{median[p]:11.3f}" for p in shown)
                   + f" {mn if mn else float('nan'):9.2f} {ratio}", flush=True)
