@@ -115,6 +115,25 @@ def test_netexec_ports_default_like_agnhost() -> None:
     assert (opts.http_port, opts.udp_port) == ([9000], [])
 
 
+def test_flags_are_read_as_go_reads_them() -> None:
+    from netlab.runtime.workloads.serving import parse_flags
+    spec = {"http-port": [], "address": "0.0.0.0", "port": 3000}
+    opts = parse_flags(["netexec", "-http-port", "80", "--http-port=81", "--address", "10.0.0.1",
+                        "--other", "5", "-port=7"], spec)
+    assert (opts.http_port, opts.address, opts.port) == ([80, 81], "10.0.0.1", 7)
+    assert parse_flags([], spec).http_port == [] and spec["http-port"] == []   # defaults untouched
+    assert netexec._parse(["--udp-port", "-1", "--http-port", "9000"]).udp_port == []
+
+
+@pytest.mark.parametrize("args", [["--port=x"], ["--port"], ["--http-port=80.5"]])
+def test_a_bad_flag_stops_the_server_with_code_2(args, capfd) -> None:
+    from netlab.runtime.workloads.serving import parse_flags
+    with pytest.raises(SystemExit) as exc:
+        parse_flags(args, {"http-port": [], "port": 3000})
+    assert exc.value.code == 2
+    assert args[0].split("=")[0] in capfd.readouterr().err     # the line names the flag
+
+
 def test_importing_the_package_stays_cheap() -> None:
     code = ("import sys, netlab.runtime.workloads; "
             "print(sorted(m for m in ('scapy', 'http.server', 'dnslib') if m in sys.modules))")

@@ -39,5 +39,5 @@ def run_builtin(argv: list[str]) -> int:
     except OSError as exc:  # e.g. a port already in use: one clear line in the container log
         log(f"{name}: {exc}", fd=2)
         return 1
-    except SystemExit as exc:  # argparse rejected the arguments (it printed why)
+    except SystemExit as exc:  # its flags were refused (it logged why)
         return exc.code if isinstance(exc.code, int) else 2

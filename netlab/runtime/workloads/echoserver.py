@@ -8,12 +8,11 @@ HTTP/1.1 with keep-alive, as nginx's upstream connections use it.
 """
 from __future__ import annotations
 
-import argparse
 import socket
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from .serving import IDLE_TIMEOUT, HTTPServer, bind_all, log, peer, wait_for_termination
+from .serving import IDLE_TIMEOUT, HTTPServer, bind_all, log, parse_flags, peer, wait_for_termination
 
 DEFAULT_PORT = 8080
 MAX_BODY = 1 << 20
@@ -62,10 +61,7 @@ def serve(address: str, ports: list[int]):
 
 
 def main(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="echoserver", add_help=False)
-    parser.add_argument("--http-port", type=int, action="append", default=[])
-    parser.add_argument("--address", default="0.0.0.0")
-    opts, _ = parser.parse_known_args(args)
+    opts = parse_flags(args, {"http-port": [], "address": "0.0.0.0"})
     group = serve(opts.address, sorted(set(opts.http_port)) or [DEFAULT_PORT])
     wait_for_termination()
     group.stop()

@@ -8,7 +8,6 @@ port is 6379 for both, as in the original. Redis trouble -> HTTP 500 {"error": "
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import resp
 from .images import GUESTBOOK_PORT, REDIS_PORT
-from .serving import IDLE_TIMEOUT, HTTPServer, ServerGroup, bind_all, log, peer, wait_for_termination
+from .serving import IDLE_TIMEOUT, HTTPServer, ServerGroup, bind_all, log, parse_flags, peer, wait_for_termination
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Guestbook</title></head>
@@ -114,12 +113,8 @@ def serve(address: str, port: int, master: Backend, slave: Backend) -> ServerGro
 
 
 def main(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="guestbook", add_help=False)
-    parser.add_argument("--port", type=int, default=GUESTBOOK_PORT)
-    parser.add_argument("--address", default="0.0.0.0", help="listen address")
-    parser.add_argument("--master", default="redis-master", help="redis master host")
-    parser.add_argument("--slave", default="redis-slave", help="redis slave host")
-    opts, _ = parser.parse_known_args(args)
+    opts = parse_flags(args, {"port": GUESTBOOK_PORT, "address": "0.0.0.0",     # listen address
+                              "master": "redis-master", "slave": "redis-slave"})  # redis hosts
     group = serve(opts.address, opts.port, Backend("master", opts.master), Backend("slave", opts.slave))
     wait_for_termination()
     group.stop()

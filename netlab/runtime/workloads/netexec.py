@@ -15,7 +15,6 @@ Unlike agnhost there is no /shell, /upload or /exit: nothing here runs commands.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -26,7 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .serving import (IDLE_TIMEOUT, HTTPServer, ServerGroup, UDPServer, bind_all, log, peer,
+from .serving import (IDLE_TIMEOUT, HTTPServer, ServerGroup, UDPServer, bind_all, log, parse_flags, peer,
                       wait_for_termination)
 
 # agnhost's defaults, used when no port was declared or given.
@@ -147,13 +146,8 @@ def serve(address: str, http_ports: Iterable[int], udp_ports: Iterable[int]) -> 
     return bind_all(factories).start()
 
 
-def _parse(args: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="netexec", add_help=False)
-    parser.add_argument("--http-port", type=int, action="append", default=[])
-    parser.add_argument("--udp-port", type=int, action="append", default=[])
-    parser.add_argument("--address", default="0.0.0.0", help="listen address")
-    # Unknown words are agnhost's (a leading "netexec", flags netexec does not have).
-    opts, _ = parser.parse_known_args(args)
+def _parse(args: list[str]):
+    opts = parse_flags(args, {"http-port": [], "udp-port": [], "address": "0.0.0.0"})
     if not opts.http_port and not opts.udp_port:
         opts.http_port, opts.udp_port = [DEFAULT_HTTP_PORT], [DEFAULT_UDP_PORT]
     # A negative port disables that protocol, as agnhost's --udp-port=-1 does; repeats count once.
