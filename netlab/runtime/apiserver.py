@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..model.cluster import to_manifest
 from ..model.errors import InvalidError, NotFoundError
@@ -34,12 +34,33 @@ _NS = r"/api/v1/namespaces/(?P<ns>[^/]+)"
 _RES = r"(?P<res>pods|services|replicationcontrollers|endpoints)"
 
 Handler = Callable[[Any, re.Match, Request], tuple[int, Any]]
-ROUTES: list[tuple[str, re.Pattern, Handler]] = []
+
+
+class PathPattern:
+    """A route's path regex, compiled when a path first gets past its literal prefix: the
+    agent's first request (during `up`) compiled all 60-odd at once, about 25 ms of CPU."""
+
+    _SPECIAL = frozenset("()[]{}.*+?\\^$|")
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern + "$"
+        self.prefix = pattern[:next((i for i, c in enumerate(pattern) if c in self._SPECIAL), len(pattern))]
+        self._compiled: Optional[re.Pattern] = None
+
+    def match(self, path: str) -> Optional[re.Match]:
+        if not path.startswith(self.prefix):
+            return None
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern)
+        return self._compiled.match(path)
+
+
+ROUTES: list[tuple[str, PathPattern, Handler]] = []
 
 
 def route(method: str, pattern: str):
     def register(fn: Handler) -> Handler:
-        ROUTES.append((method, re.compile(pattern + "$"), fn))
+        ROUTES.append((method, PathPattern(pattern), fn))
         return fn
     return register
 

@@ -16,13 +16,12 @@ A watch answers at once with the current object as one ADDED/MODIFIED event (kub
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 from ..model import workloads as W
 from ..model.errors import InvalidError, NotFoundError
 from .api import ApiError, Request, ok_status
-from .apiserver import ROUTES, _object_of
+from .apiserver import ROUTES, PathPattern, _object_of
 from .changes import APPS_RESOURCES, workload
 
 _RES = r"(?P<res>deployments|replicasets|daemonsets|statefulsets)"
@@ -35,7 +34,7 @@ SHORT = {"deployments": ["deploy"], "replicasets": ["rs"], "daemonsets": ["ds"],
 
 def route(method: str, pattern: str):
     def register(fn):
-        _MINE.append((method, re.compile(pattern + "$"), fn))
+        _MINE.append((method, PathPattern(pattern), fn))
         return fn
     return register
 

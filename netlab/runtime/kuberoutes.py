@@ -19,13 +19,12 @@ older than the history kept is 410 Gone (kubectl lists again), as on a real API 
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..model.errors import InvalidError, NotFoundError
 from . import kubeobjects as ko
 from .api import ApiError, Raw, Request
-from .apiserver import ROUTES, _object_of
+from .apiserver import ROUTES, PathPattern, _object_of
 
 _RES = r"(?P<res>pods|services|replicationcontrollers|endpoints|events)"
 _NS = r"/api/v1/namespaces/(?P<ns>[^/]+)"
@@ -35,7 +34,7 @@ _MINE: list = []
 
 def route(method: str, pattern: str):
     def register(fn):
-        _MINE.append((method, re.compile(pattern + "$"), fn))
+        _MINE.append((method, PathPattern(pattern), fn))
         return fn
     return register
 
