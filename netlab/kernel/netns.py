@@ -368,19 +368,38 @@ def tcp_listening(pid: int, ports: Iterable[int], address: str) -> set[int]:
     /proc/<pid>/net/tcp instead walks the machine's whole socket hash, about 1.8 ms a read
     here whatever the namespace holds (at 1,000 pods, 1.8 CPU-seconds of the agent's).
     Falls back to that read if sock_diag is not available."""
-    ports = list(ports)
+    return tcp_listening_many([(pid, ports, address)])[0]
 
-    def open_diag() -> int:
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), "setns")
-        finally:
-            os.close(fd)
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG).detach()
-    try:
-        fd = in_thread(open_diag)
-    except OSError:
-        return listening_tcp_ports(pid, set(ports))
+
+def tcp_listening_many(checks: list[tuple[int, Iterable[int], str]]) -> list[set[int]]:
+    """tcp_listening for many (pid, ports, address) at once: one helper thread opens every
+    namespace's sock_diag socket, where a thread per check cost the agent about 0.2 ms each
+    while a lab's pods start."""
+    def open_diags() -> list[Optional[int]]:
+        fds: list[Optional[int]] = []
+        for pid, _, _ in checks:
+            try:
+                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+                finally:
+                    os.close(fd)
+                fds.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG).detach())
+            except OSError:
+                fds.append(None)
+        return fds
+    results = []
+    for (pid, ports, address), fd in zip(checks, in_thread(open_diags)):
+        ports = list(ports)
+        results.append(_diag_listening(fd, ports, address) if fd is not None else None)
+        if results[-1] is None:
+            results[-1] = listening_tcp_ports(pid, set(ports))
+    return results
+
+
+def _diag_listening(fd: int, ports: list[int], address: str) -> Optional[set[int]]:
+    """The lookups of tcp_listening on an open sock_diag socket (closed here); None if
+    sock_diag failed."""
     found: set[int] = set()
     with socket.socket(fileno=fd) as sock:
         sock.settimeout(1.0)
@@ -391,7 +410,7 @@ def tcp_listening(pid: int, ports: Iterable[int], address: str) -> set[int]:
                         found.add(port)
                         break
         except OSError:
-            return listening_tcp_ports(pid, set(ports))
+            return None
     return found
 
 

@@ -28,7 +28,7 @@ from .. import faults as faultops, state
 from ..model.cluster import Cluster
 from ..model.objects import Pod
 from . import api, changes, daemons, nsops, pods as podproc, procs
-from ..kernel.netns import tcp_listening
+from ..kernel.netns import tcp_listening_many
 from ..model.dns import pod_etc_files
 from .probes import ProbeState, run_probe
 
@@ -304,20 +304,37 @@ class Agent:
             phase = "Succeeded" if all(c.exit_code == 0 for c in run.containers.values()) else "Failed"
         else:
             phase = "Running" if "Running" in states else "Pending"
-        if not run.listening and run.holder and time.monotonic() >= run.listen_check[0]:
-            # Read the pod's socket table only until its ports have shown up once, and less
-            # often the longer it takes (20 ms, 40 ms ... 0.5 s): with hundreds of pods
-            # starting, reading every table on every round was most of the agent's time.
-            want = set(run.ports)
-            pod = self.cluster.pods.get(run.key)
-            run.listening = not want or (pod is not None and want <= tcp_listening(run.holder, want, pod.pod_ip))
-            wait = run.listen_check[1]
-            run.listen_check = (time.monotonic() + wait, min(wait * 2, 0.5))
+        if self._listen_check_due(run):
+            self._check_listening([run])
         serving = run.listening
         ready = phase == "Running" and all(c.ready for c in run.containers.values())
         return {"phase": phase, "ready": ready, "serving": serving and ready, "holderPid": run.holder,
                 "holderStartTicks": run.holder_ticks,
                 "containers": containers, "events": run.events}
+
+    @staticmethod
+    def _listen_check_due(run: PodRun) -> bool:
+        return not run.listening and bool(run.holder) and time.monotonic() >= run.listen_check[0]
+
+    def _check_listening(self, runs: Optional[list[PodRun]] = None) -> None:
+        """Do the pods' declared TCP ports listen yet? Each pod's socket table is read only
+        until its ports have shown up once, and less often the longer it takes (20 ms,
+        40 ms ... 0.5 s): with hundreds of pods starting, reading every table on every
+        round was most of the agent's time. All due pods are looked at in one go."""
+        runs = [r for r in (self.pods.values() if runs is None else runs) if self._listen_check_due(r)]
+        checks = []
+        for run in runs:
+            pod = self.cluster.pods.get(run.key)
+            if not run.ports:
+                run.listening = True
+            elif pod is not None:
+                checks.append((run, pod.pod_ip))
+        found = tcp_listening_many([(run.holder, run.ports, ip) for run, ip in checks]) if checks else []
+        for (run, _), ports in zip(checks, found):
+            run.listening = set(run.ports) <= ports
+        for run in runs:
+            wait = run.listen_check[1]
+            run.listen_check = (time.monotonic() + wait, min(wait * 2, 0.5))
 
     # ---------------------------------------------------------------- probes
 
@@ -516,6 +533,7 @@ class Agent:
     def status(self, with_env: bool = True) -> dict:
         """The live process facts; containers' environments only on request (`exec` wants them,
         status.json leaves them out: they are most of its size, and it is rewritten often)."""
+        self._check_listening()
         return {"agentPid": os.getpid(), "updated": time.time(), "proxies": self.proxies,
                 "daemons": {k: run.to_json() for k, run in self.daemons.items()},
                 "pods": {k: self.pod_status(r, with_env) for k, r in self.pods.items()}}

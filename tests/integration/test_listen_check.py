@@ -41,6 +41,9 @@ def test_sock_diag_lookup_matches_the_socket_table():
         assert netns.tcp_listening(pid, ports, "10.0.0.5") == {7001, 7002}
         assert netns.tcp_listening(pid, ports, "10.0.0.6") == {7001, 7002, 7003}
         assert netns.listening_tcp_ports(pid) == {7001, 7002, 7003}
+        # Many at once (the agent's way), each answered for its own ports and address.
+        assert netns.tcp_listening_many([(pid, ports, "10.0.0.5"), (pid, [7004], "10.0.0.5"),
+                                         (pid, [7003], "10.0.0.6")]) == [{7001, 7002}, set(), {7003}]
     finally:
         if proc is not None:
             proc.kill()
