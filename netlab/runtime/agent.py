@@ -133,19 +133,28 @@ class Agent:
         # All sandboxes first, then all containers: the holders set themselves up on the
         # other core while we fork the next ones. While `up` is still wiring, only the pods
         # it has reported wired start (a namespace exists before its devices are configured).
-        started = [(pod, ready_fd) for pod in desired.values() if pod.meta.key not in self.pods
-                   and (self.wired is None or pod.meta.key in self.wired)
-                   for ready_fd in [self.start_sandbox(pod)] if ready_fd is not None]
+        new = [pod for pod in desired.values() if pod.meta.key not in self.pods
+               and (self.wired is None or pod.meta.key in self.wired)]
+        # Everything a fork needs is worked out before the forks, which then follow one
+        # another with little in between: every page the agent writes after a fork is
+        # copied, and Python work between forks wrote about 200 pages a fork.
+        sandboxes = [self._prepare_sandbox(pod) for pod in new]
+        forked = [(pod, self._fork_sandbox(pod, args)) for pod, args in zip(new, sandboxes) if args]
+        started = [(pod, ready_fd) for pod, ready_fd in forked if self._sandbox_forked(pod, ready_fd)]
+        containers = []
         for pod, ready_fd in started:
             run = self.pods[pod.meta.key]
             if self._wait_ready(ready_fd):
                 run.holder_ticks = procs.start_ticks(run.holder)
                 for c in pod.spec.containers:
                     run.containers[c.name] = ContainerRun(c.name)
-                    self.start_container(pod, run, c.name)
+                    containers.append((pod, run, c, self._prepare_container(pod, run, c)))
             else:
                 run.event("FailedCreatePodSandBox", "the pod sandbox did not come up; see its POD log",
                           "Warning")
+        pids = [self._fork_container(run, args) for _, run, _, args in containers]
+        for (pod, run, container, args), pid in zip(containers, pids):
+            self._container_forked(run, container, args, pid)
         self.dirty = True
 
     def ready_pods(self) -> set[str]:
@@ -169,54 +178,79 @@ class Agent:
         finally:
             os.close(fd)
 
-    def start_sandbox(self, pod: Pod) -> Optional[int]:
-        """Fork the pod's holder; return the fd that says it is ready (None if it failed)."""
+    def _prepare_sandbox(self, pod: Pod) -> Optional[tuple]:
+        """The pod's run, and spawn_holder's arguments (None if its spec is refused)."""
         run = PodRun(pod.meta.key, ports=sorted({p.container_port for c in pod.spec.containers
                                                   for p in c.ports if p.protocol == "TCP"}))
         self.pods[pod.meta.key] = run
-        netns = self.cluster.pod_netns(pod)
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, "POD")
         try:
             run.security = podproc.security_of(pod, self.lab)
-            run.holder, ready_fd = podproc.spawn_holder(f"/run/netns/{netns}",
-                                                        pod.hostname, pod_etc_files(self.cluster, pod),
-                                                        str(log), security=run.security)
         except OSError as exc:
             run.event("FailedCreatePodSandBox", str(exc), "Warning")
             return None
-        self.by_pid[run.holder] = (run.key, "")
-        run.event("Scheduled", f"Successfully assigned {pod.meta.key} to {pod.spec.node_name}")
+        return (f"/run/netns/{self.cluster.pod_netns(pod)}", pod.hostname, pod_etc_files(self.cluster, pod),
+                str(log), run.security)
+
+    def _fork_sandbox(self, pod: Pod, args: tuple) -> "int | OSError":
+        """Fork the pod's holder: its pid is kept, the fd that says it is ready returned."""
+        try:
+            self.pods[pod.meta.key].holder, ready_fd = podproc.spawn_holder(*args)
+        except OSError as exc:
+            return exc
         return ready_fd
 
+    def _sandbox_forked(self, pod: Pod, ready_fd) -> bool:
+        run = self.pods[pod.meta.key]
+        if isinstance(ready_fd, OSError):
+            run.event("FailedCreatePodSandBox", str(ready_fd), "Warning")
+            return False
+        self.by_pid[run.holder] = (run.key, "")
+        run.event("Scheduled", f"Successfully assigned {pod.meta.key} to {pod.spec.node_name}")
+        return True
+
     def start_container(self, pod: Pod, run: PodRun, name: str) -> None:
+        container = next(c for c in pod.spec.containers if c.name == name)
+        args = self._prepare_container(pod, run, container)
+        self._container_forked(run, container, args, self._fork_container(run, args))
+
+    def _prepare_container(self, pod: Pod, run: PodRun, container) -> tuple:
+        """spawn_container's arguments: the container's argv, environment and log."""
         from . import workloads
         from ..model.envvars import container_env
-        container = next(c for c in pod.spec.containers if c.name == name)
-        cr = run.containers[name]
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOSTNAME": pod.hostname}
         env.update(container_env(self.cluster, pod, container))
         argv = workloads.resolve(container.image, container.command, container.args,
                                  [(p.container_port, p.protocol, p.name) for p in container.ports], env)
-        log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, name)
+        log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, container.name)
+        return (run.holder, argv, env, str(log), workloads.run_builtin,
+                run.security or podproc.security_of(pod, self.lab), container.name)
+
+    @staticmethod
+    def _fork_container(run: PodRun, args: tuple) -> "int | OSError":
         try:
-            cr.pid = podproc.spawn_container(run.holder, argv, env, str(log), workloads.run_builtin,
-                                             security=run.security or podproc.security_of(pod, self.lab),
-                                             container=name)
+            return podproc.spawn_container(*args)
         except OSError as exc:
+            return exc
+
+    def _container_forked(self, run: PodRun, container, args: tuple, pid: "int | OSError") -> None:
+        cr = run.containers[container.name]
+        if isinstance(pid, OSError):
             cr.state, cr.reason = "Waiting", "CreateContainerError"
-            run.event("Failed", f"Error: {exc}", "Warning")
+            run.event("Failed", f"Error: {pid}", "Warning")
             return
-        self.by_pid[cr.pid] = (run.key, name)
+        cr.pid = pid
+        self.by_pid[cr.pid] = (run.key, container.name)
         cr.ticks = procs.start_ticks(cr.pid)
-        cr.env = env
+        cr.env = args[2]
         run.listening, run.listen_check = False, (0.0, 0.02)
         now = time.monotonic()
         cr.probes = [ProbeState(kind, probe, now + probe.initial_delay)
                      for kind, probe in (("readiness", container.readiness_probe),
                                          ("liveness", container.liveness_probe)) if probe]
         cr.state, cr.reason, cr.started, cr.exit_code = "Running", "", time.time(), None
-        run.event("Started", f"Started container {name}")
+        run.event("Started", f"Started container {container.name}")
         self.dirty = True
 
     def stop_pod(self, key: str) -> None:
