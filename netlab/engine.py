@@ -344,17 +344,20 @@ def owned_namespaces(lab: str, lab_id: Optional[str] = None) -> tuple[dict[str, 
     named like the lab (someone else's namespace, the host's own bind-mounted) is foreign."""
     owned, placeholders, foreign = {}, [], []
     protected = netns.protected_inodes()
+    spaces = []
     for name in lab_namespaces(lab):
-        path = netns.netns_path(name)
-        if not netns.is_netns(name):
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            (placeholders if stat.S_ISREG(st.st_mode) and st.st_size == 0 else foreign).append(name)
+        if netns.is_netns(name):
+            spaces.append(name)
             continue
+        try:
+            st = os.lstat(netns.netns_path(name))
+        except FileNotFoundError:
+            continue
+        (placeholders if stat.S_ISREG(st.st_mode) and st.st_size == 0 else foreign).append(name)
+    marks = netns.read_marks(spaces)
+    for name in spaces:
         ino = netns.inode(name)
-        mark = netns.parse_mark(netns.read_mark(name))
+        mark = netns.parse_mark(marks[name])
         if ino and ino not in protected and mark and mark[0] == lab and (lab_id is None or mark[1] == lab_id):
             owned[name] = ino
         else:
@@ -453,8 +456,8 @@ def clean(lab: Optional[str] = None) -> list[dict]:
         _sweep_etc_netns(f"{names.PREFIX}{lab}.")
         return [removed]
     labs = set(state.labs_with_state())
-    for name in netns.list_names(names.PREFIX):
-        mark = netns.parse_mark(netns.read_mark(name))
+    for name, mark in netns.read_marks(netns.list_names(names.PREFIX)).items():
+        mark = netns.parse_mark(mark)
         if mark and mark[0] == names.lab_of_netns(name):
             labs.add(mark[0])
     for pid in lab_agents():

@@ -198,19 +198,47 @@ def _set_lo(mark: Optional[str]) -> None:
 def read_mark(name: str) -> Optional[str]:
     """The mark a namespace carries (lo's alias), or None: unmarked, gone, not a namespace,
     or the host's own namespace (never entered)."""
-    if not is_netns(name):
-        return None
-    try:
-        sock = socket.socket(fileno=_socket_in(name, socket.SOCK_RAW))
-    except (OSError, LabError):
-        return None
+    return read_marks([name])[name]
+
+
+def read_marks(names: Iterable[str]) -> dict[str, Optional[str]]:
+    """read_mark for many namespaces, from one helper thread that enters each in turn (a
+    thread per namespace cost `down` about 30 ms at 100 pods)."""
+    names = list(names)
+    host = host_netns_inode()
+
+    def read_all() -> dict[str, Optional[str]]:
+        marks: dict[str, Optional[str]] = {}
+        for name in names:
+            marks[name] = None
+            try:
+                fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if st.st_dev != os.stat("/proc/self/ns/net").st_dev or st.st_ino == host:
+                    continue              # a placeholder file, or the host's own namespace
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    continue
+                with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+                    marks[name] = _lo_alias(sock)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+        return marks
+    return in_thread(read_all)
+
+
+def _lo_alias(sock: socket.socket) -> Optional[str]:
+    """lo's alias (IFLA_IFALIAS), asked of the namespace `sock` lives in."""
     import struct
     from . import rtnl
-    with sock:
-        sock.bind((0, 0))
-        body = rtnl.ifinfo(index=1)
-        sock.send(struct.pack("=IHHII", 16 + len(body), RTM_GETLINK, rtnl.NLM_F_REQUEST, 1, 0) + body)
-        data = sock.recv(1 << 16)
+    sock.bind((0, 0))
+    body = rtnl.ifinfo(index=1)
+    sock.send(struct.pack("=IHHII", 16 + len(body), RTM_GETLINK, rtnl.NLM_F_REQUEST, 1, 0) + body)
+    data = sock.recv(1 << 16)
     length, msg_type = struct.unpack_from("=IH", data, 0)
     if msg_type != rtnl.RTM_NEWLINK:
         return None
