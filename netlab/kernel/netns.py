@@ -30,6 +30,7 @@ NETLINK_ROUTE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class KernelError(LabError):
@@ -72,14 +73,16 @@ def in_thread(fn: Callable[[], T]) -> T:
             box["error"] = exc
 
     t = threading.Thread(target=run, name="netns-helper")
-    t.start()
+    # An interrupt (Ctrl-C, SIGTERM, SIGHUP) waits until the thread's kernel work is done
+    # (milliseconds): raised while the thread still ran, it let the caller unwind and a
+    # rollback delete a namespace that the thread mounted a moment later (EBUSY, one left
+    # behind). Catching it around join() was not enough: it can come inside start().
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
+        t.start()
         t.join()
-    except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): let the thread's kernel work finish before the caller
-        # unwinds, or a rollback could delete a namespace that the thread mounts a moment later.
-        t.join()
-        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if "error" in box:
         raise box["error"]
     return box["value"]
