@@ -1,8 +1,8 @@
 """Does the kernel hold exactly what the lab's state describes? Orphans and gaps, by kind.
 
 Read-only: namespaces, each node's pod veths and kube-proxy chains are compared with what
-state.json (and the agent's readiness) say should exist. Used by `netlab status --audit`,
-by the concurrency tests and by bench/bench_hammer.py.
+state.json (and the agent's readiness) say should exist. Used by the concurrency and
+node tests and by bench/bench_hammer.py (no command shows it yet).
 """
 from __future__ import annotations
 

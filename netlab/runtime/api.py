@@ -130,6 +130,8 @@ def status_of(exc: BaseException) -> tuple[int, dict]:
         code, reason = 404, "NotFound"
     elif isinstance(exc, Conflict):
         code, reason = 409, "AlreadyExists" if "already exists" in str(exc) else "Conflict"
+    elif isinstance(exc, StateError):    # the lab's state forbids it: back as a Conflict (exit 4)
+        code, reason = 409, "Conflict"
     elif isinstance(exc, LabError):
         code, reason = 400, "BadRequest"
     else:

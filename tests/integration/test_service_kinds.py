@@ -230,7 +230,7 @@ def test_internal_traffic_policy_local(lab):
 @pytest.mark.parametrize("service", ["upstream", "sliced"])
 def test_a_service_without_selector_reaches_its_written_endpoints(lab, service):
     ip = lab.service(service).cluster_ip
-    with sockets.Listener(names.internet_netns(lab.name), internet_host_ip(lab), port=8099, limit=1) as server:
+    with sockets.Listener(names.internet_netns(lab.name), internet_host_ip(lab), port=8099, limit=1):
         out = sockets.in_netns(lab.pod_netns(lab.pod("client1")), sockets.ask_listener, ip, 80)
     assert out.ok, out.seen
     # Egress to the internet is masqueraded to the pod's node, as for any pod traffic.

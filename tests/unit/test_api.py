@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from netlab.model.errors import InvalidError, LabError, NotFoundError
+from netlab.model.errors import InvalidError, LabError, NotFoundError, StateError
 from netlab.runtime import api
 
 
@@ -34,6 +34,7 @@ def test_bad_requests_are_refused(raw, code):
      InvalidError),
     (NotFoundError('pods "x" not found'), 404, "NotFound", NotFoundError),
     (api.Conflict('services "x" already exists'), 409, "AlreadyExists", api.Conflict),
+    (StateError("cannot remove the last node"), 409, "Conflict", StateError),
     (LabError("cannot delete nodes"), 400, "BadRequest", LabError),
     (RuntimeError("boom"), 500, "InternalError", LabError),
 ])
@@ -45,6 +46,7 @@ def test_errors_travel_as_status_and_back(exc, code, reason, back):
     again = api.error_of(*api.parse_response(raw))
     assert isinstance(again, back)
     if isinstance(exc, LabError):
+        assert again.exit_code == exc.exit_code          # the CLI exits as it would in-process
         assert str(again) == str(exc)        # file, object and field survive the trip
     else:
         assert "boom" in str(again)

@@ -84,7 +84,7 @@ def test_pool_exhaustion_and_no_duplicates():
 
 def test_pool_release_is_reused_only_after_wrapping():
     pool = Pool("198.51.100.0/29", first=1)           # .1 - .6
-    a, b, c = pool.allocate(), pool.allocate(), pool.allocate()
+    _, b, _ = pool.allocate(), pool.allocate(), pool.allocate()
     pool.release(b)
     assert pool.is_free(b)
     # Like the API server, the next allocation moves on instead of reusing at once ...
