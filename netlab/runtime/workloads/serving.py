@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import socketserver
@@ -11,8 +12,6 @@ from http.server import ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Callable
 
-# How long serve_forever() sleeps between checks for a stop request (bounds stop latency).
-POLL_INTERVAL = 0.2
 # A client that connects and then says nothing is dropped after this long.
 IDLE_TIMEOUT = 30.0
 
@@ -122,21 +121,37 @@ class UDPServer(_SurviveErrors, socketserver.UDPServer):
 
 
 class ServerGroup:
-    """Servers that each run on a daemon thread and are stopped together."""
+    """Servers that each run on a daemon thread and are stopped together.
+
+    Each thread sleeps in select() on its socket and the group's stop pipe, with no timeout:
+    socketserver's serve_forever() woke every 0.2 s to look for a stop request, which made
+    an idle lab of 1,000 pods (2,000 such threads) cost about a third of a core."""
 
     def __init__(self, servers: list[socketserver.BaseServer]) -> None:
         self.servers = servers
         self._threads: list[threading.Thread] = []
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
 
     def start(self) -> ServerGroup:
         for server in self.servers:
             host, port = server.server_address[:2]
-            thread = threading.Thread(target=server.serve_forever, args=(POLL_INTERVAL,),
+            thread = threading.Thread(target=self._serve, args=(server,),
                                       name=f"{server.proto}:{port}", daemon=True)
             thread.start()
             self._threads.append(thread)
             log(f"serving {server.proto} on {host}:{port}")
         return self
+
+    def _serve(self, server: socketserver.BaseServer) -> None:
+        """Handle requests until the stop pipe becomes readable (it stays so for every thread)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while True:
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._stop_r in ready:
+                    return
+                server.handle_request()      # ready: it does not block (its timeout is None)
 
     def address(self, proto: str) -> tuple[str, int]:
         """(host, port) of the first server speaking `proto` ('http' or 'udp')."""
@@ -144,17 +159,15 @@ class ServerGroup:
         return server.server_address[:2]
 
     def stop(self) -> None:
-        """Stop every server (at most about POLL_INTERVAL) and close its socket."""
-        started = self.servers[:len(self._threads)]  # shutdown() of an idle server never returns
-        # shutdown() waits for its server's loop to notice; wait for all of them at once.
-        stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in started]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
+        """Stop every server at once and close its socket."""
+        os.write(self._stop_w, b"x")
+        for t in self._threads:
             t.join()
         for server in self.servers:
             server.server_close()
         self._threads.clear()
+        for fd in (self._stop_r, self._stop_w):
+            os.close(fd)
 
 
 def bind_all(factories: list[Callable[[], socketserver.BaseServer]]) -> ServerGroup:
