@@ -34,6 +34,8 @@ from .probes import ProbeState, run_probe
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
 RESTART_BACKOFF_START = 10.0
+STARTUP_GRACE = 1.0             # seconds a new container's failing first readiness probe is retried
+STARTUP_RETRY = 0.1             # ... this often, before its failure counts
 SHUTDOWN_GRACE = 0.3            # seconds pods and daemons get to exit on SIGTERM when the agent stops
 CLIENT_TIMEOUT = 10.0           # a client that has not sent its whole request by then is dropped
 
@@ -432,6 +434,14 @@ class Agent:
         cr = run.containers.get(name) if run else None
         if cr is None or ps not in cr.probes:
             return                 # the pod or the container run it probed is gone
+        if (not passed and ps.kind == "readiness" and ps.successes == ps.failures == 0
+                and time.time() - cr.started < STARTUP_GRACE):
+            # kubelet's first probe comes at its prober's next tick, not the moment the
+            # container starts; netlab probes at once, so that `up` returns sooner, and must
+            # not take a server that is still starting (kube-dns before its dnsmasq answers)
+            # for a failure that costs a whole period: it looks again shortly, quietly.
+            ps.next_at = time.monotonic() + STARTUP_RETRY
+            return
         if not passed:
             run.event("Unhealthy", f"{ps.kind.capitalize()} probe failed: {detail}", "Warning")
         if ps.record(passed, detail):

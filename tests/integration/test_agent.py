@@ -234,3 +234,34 @@ def test_rolling_update_replaces_pods_one_by_one(make_lab):
     seen = {http_get(now.pod_netns(now.pod("client")), now.service("web").cluster_ip, 80, "/hostname")
             for _ in range(12)}
     assert seen == {p.meta.name for p in pods}
+
+
+SLOW_START = """
+apiVersion: netlab/v1
+kind: Lab
+metadata: {name: ignored}
+spec: {nodes: 1, dns: false}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: slow}
+spec:
+  containers:
+  - name: web
+    image: python
+    command: ["sh", "-c", "sleep 0.4 && exec python3 -m http.server 8080"]
+    ports: [{containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 10}
+"""
+
+
+def test_a_server_still_starting_is_not_failed_by_its_first_readiness_probe(make_lab):
+    """The agent probes at once when a container starts (kubelet's first probe would come at
+    its next tick); a server that listens 0.4 s later is retried quietly within the first
+    second, not failed and left unready for a whole period (10 s here)."""
+    started = time.monotonic()
+    cluster = make_lab(manifests=SLOW_START)
+    st = engine.pod_status(cluster.name)["default/slow"]
+    assert st["ready"] and st["serving"], st
+    assert time.monotonic() - started < 8, "up waited for a second probe a period later"
+    assert not [e for e in st["events"] if e["reason"] == "Unhealthy"], st["events"]
