@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -69,8 +70,10 @@ def _settled(lab: str, timeout: float = 30.0) -> dict:
 
 
 def _nat_rules(cluster) -> dict:
-    """Each node's nat rules as a sorted list (iptables-save's comment lines carry the time)."""
-    return {n.name: sorted(line for line in iptables.save(n.netns, "nat").splitlines() if not line.startswith("#"))
+    """Each node's nat rules as a sorted list (iptables-save's comment lines carry the time,
+    and its chain lines the packet counters, which any new connection moves)."""
+    return {n.name: sorted(re.sub(r" \[\d+:\d+\]$", "", line) for line in iptables.save(n.netns, "nat").splitlines()
+                           if not line.startswith("#"))
             for n in cluster.nodes}
 
 
