@@ -29,6 +29,7 @@ from . import caps, nsops
 _JOIN = (("ipc", nsops.CLONE_NEWIPC), ("uts", nsops.CLONE_NEWUTS), ("net", nsops.CLONE_NEWNET),
          ("mnt", nsops.CLONE_NEWNS))
 _OWN_PID_NS: list[int] = []
+_MAX_FD = 1 << 20            # closerange's end: above any descriptor (close_range(2) stops at the last open one)
 
 
 def _own_pid_ns() -> int:
@@ -505,7 +506,8 @@ def _run_holder(log: _LazyLog) -> None:
         if os.access(PAUSE, os.X_OK):
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.execv(PAUSE, ["pause", "-P"])
-        # Without catatonit, the same in Python.
+        # Without catatonit, the same in Python (holding none of the runtime's descriptors).
+        os.closerange(3, _MAX_FD)
         signal.signal(signal.SIGTERM, lambda *_: _child_exit(0))
         signal.signal(signal.SIGINT, lambda *_: _child_exit(0))
         signal.signal(signal.SIGCHLD, _reap)
@@ -582,6 +584,11 @@ def _exec_container(argv: Sequence[str], env: dict[str, str], log_fd: int, built
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         caps.confine(csec.caps, csec.run_as_user, csec.run_as_group, csec.groups)
         if argv and argv[0] == "netlab-workload":
+            # No descriptor of the runtime's stays open in the pod (an exec'd program loses
+            # them at exec, close-on-exec; a built-in one runs on in this process): not the
+            # pod spawner's socket to the agent, nor a namespace the agent holds.
+            os.closerange(3, _MAX_FD)
+            log_fd = 2                               # the log, as stderr: for the handlers below
             # Everything inherited from the agent stays out of this process's garbage
             # collection: scanning it would touch (and so copy) most of the agent's pages.
             import gc
