@@ -31,6 +31,7 @@ from . import api, changes, daemons, nsops, pods as podproc, procs
 from ..kernel.netns import tcp_listening_many
 from ..model.dns import pod_etc_files
 from .probes import ProbeState, run_probe
+from .spawner import Spawner
 
 RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
 RESTART_BACKOFF_START = 10.0
@@ -103,6 +104,7 @@ class Agent:
         self.clients: dict[int, tuple[socket.socket, bytearray, float]] = {}
         self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
         self.ready_since: dict[str, float] = {}            # pod key -> when it was first published Ready
+        self.spawner: Optional[Spawner] = None             # forks the pods' processes (runtime/spawner.py)
 
     # ---------------------------------------------------------------- pods
 
@@ -140,24 +142,42 @@ class Agent:
         # Everything a fork needs is worked out before the forks, which then follow one
         # another with little in between: every page the agent writes after a fork is
         # copied, and Python work between forks wrote about 200 pages a fork.
-        sandboxes = [self._prepare_sandbox(pod) for pod in new]
-        forked = [(pod, self._fork_sandbox(pod, args)) for pod, args in zip(new, sandboxes) if args]
-        started = [(pod, ready_fd) for pod, ready_fd in forked if self._sandbox_forked(pod, ready_fd)]
+        sandboxes = [(pod, args) for pod in new for args in [self._prepare_sandbox(pod)] if args]
+        holders = self._spawn("holders", [args for _, args in sandboxes])
         containers = []
-        for pod, ready_fd in started:
+        for (pod, _), holder in zip(sandboxes, holders):
             run = self.pods[pod.meta.key]
-            if self._wait_ready(ready_fd):
-                run.holder_ticks = procs.start_ticks(run.holder)
-                for c in pod.spec.containers:
-                    run.containers[c.name] = ContainerRun(c.name)
-                    containers.append((pod, run, c, self._prepare_container(pod, run, c)))
-            else:
+            if isinstance(holder, OSError):
+                run.event("FailedCreatePodSandBox", str(holder), "Warning")
+                continue
+            run.holder, ready = holder
+            self.by_pid[run.holder] = (run.key, "")
+            run.event("Scheduled", f"Successfully assigned {pod.meta.key} to {pod.spec.node_name}")
+            if not ready:
                 run.event("FailedCreatePodSandBox", "the pod sandbox did not come up; see its POD log",
                           "Warning")
-        pids = [self._fork_container(run, args) for _, run, _, args in containers]
-        for (pod, run, container, args), pid in zip(containers, pids):
+                continue
+            run.holder_ticks = procs.start_ticks(run.holder)
+            for c in pod.spec.containers:
+                run.containers[c.name] = ContainerRun(c.name)
+                containers.append((run, c, self._prepare_container(pod, run, c)))
+        pids = self._spawn("containers", [args for _, _, args in containers])
+        for (run, container, args), pid in zip(containers, pids):
             self._container_forked(run, container, args, pid)
         self.dirty = True
+
+    def _spawn(self, kind: str, args: list[tuple]) -> list:
+        """Holders or containers forked by the pod spawner (runtime/spawner.py): one result
+        each, an OSError for those that failed."""
+        if not args:
+            return []
+        try:
+            if self.spawner is None or self.spawner.gone:
+                self.spawner = Spawner()
+            return getattr(self.spawner, kind)(args)
+        except OSError as exc:             # it died on the way: say so; the next sync has a new one
+            print(f"agent: {exc}", file=sys.stderr, flush=True)
+            return [exc] * len(args)
 
     def ready_pods(self) -> set[str]:
         """Pods whose endpoints the data plane may use: those last published Ready."""
@@ -171,14 +191,6 @@ class Agent:
         pids = [c.pid for c in run.containers.values()
                 if c.pid and c.state == "Running" and (container is None or c.name == container)]
         return pids + ([run.holder] if container is None and run.holder else [])
-
-    @staticmethod
-    def _wait_ready(fd: int, timeout: float = 10.0) -> bool:
-        try:
-            readable, _, _ = select.select([fd], [], [], timeout)
-            return bool(readable) and os.read(fd, 1) == b"1"
-        finally:
-            os.close(fd)
 
     def _prepare_sandbox(self, pod: Pod) -> Optional[tuple]:
         """The pod's run, and spawn_holder's arguments (None if its spec is refused)."""
@@ -194,27 +206,10 @@ class Agent:
         return (f"/run/netns/{self.cluster.pod_netns(pod)}", pod.hostname, pod_etc_files(self.cluster, pod),
                 str(log), run.security)
 
-    def _fork_sandbox(self, pod: Pod, args: tuple) -> "int | OSError":
-        """Fork the pod's holder: its pid is kept, the fd that says it is ready returned."""
-        try:
-            self.pods[pod.meta.key].holder, ready_fd = podproc.spawn_holder(*args)
-        except OSError as exc:
-            return exc
-        return ready_fd
-
-    def _sandbox_forked(self, pod: Pod, ready_fd) -> bool:
-        run = self.pods[pod.meta.key]
-        if isinstance(ready_fd, OSError):
-            run.event("FailedCreatePodSandBox", str(ready_fd), "Warning")
-            return False
-        self.by_pid[run.holder] = (run.key, "")
-        run.event("Scheduled", f"Successfully assigned {pod.meta.key} to {pod.spec.node_name}")
-        return True
-
     def start_container(self, pod: Pod, run: PodRun, name: str) -> None:
         container = next(c for c in pod.spec.containers if c.name == name)
         args = self._prepare_container(pod, run, container)
-        self._container_forked(run, container, args, self._fork_container(run, args))
+        self._container_forked(run, container, args, self._spawn("containers", [args])[0])
 
     def _prepare_container(self, pod: Pod, run: PodRun, container) -> tuple:
         """spawn_container's arguments: the container's argv, environment and log."""
@@ -228,13 +223,6 @@ class Agent:
         log = state.container_log(self.lab, pod.meta.namespace, pod.meta.name, container.name)
         return (run.holder, argv, env, str(log), workloads.run_builtin,
                 run.security or podproc.security_of(pod, self.lab), container.name)
-
-    @staticmethod
-    def _fork_container(run: PodRun, args: tuple) -> "int | OSError":
-        try:
-            return podproc.spawn_container(*args)
-        except OSError as exc:
-            return exc
 
     def _container_forked(self, run: PodRun, container, args: tuple, pid: "int | OSError") -> None:
         cr = run.containers[container.name]
@@ -271,6 +259,14 @@ class Agent:
             self.by_pid.pop(pid, None)
 
     def reap(self) -> None:
+        """Exits of our children (daemons, probes, pods whose spawner died) and of the pods
+        the spawner reports."""
+        if self.spawner is not None:
+            try:
+                for pid, status in self.spawner.exits():
+                    self._exited(pid, status)
+            except OSError as exc:
+                print(f"agent: the pod spawner died ({exc}); its pods are ours now", file=sys.stderr, flush=True)
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -278,29 +274,32 @@ class Agent:
                 return
             if pid == 0:
                 return
-            owner = self.by_pid.pop(pid, None)
-            if owner is None:
-                continue
-            key, name = owner
-            if not key:        # a node daemon died: keep_daemons starts it again after its back-off
-                self._daemon_exited(name, status)
-                continue
-            run = self.pods.get(key)
-            if run is None:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            code = 128 - code if code < 0 else code
-            if not name:
-                run.event("SandboxChanged", f"Pod sandbox exited with {code}", "Warning")
-                run.holder = 0
-                continue
-            cr = run.containers[name]
-            cr.state, cr.exit_code, cr.pid = "Terminated", code, 0
-            cr.reason = "Completed" if code == 0 else "Error"
-            run.event("Died" if code else "Completed", f"Container {name} exited with code {code}",
-                      "Warning" if code else "Normal")
-            self._maybe_restart(run, cr, code)
-            self.dirty = True
+            self._exited(pid, status)
+
+    def _exited(self, pid: int, status: int) -> None:
+        owner = self.by_pid.pop(pid, None)
+        if owner is None:
+            return
+        key, name = owner
+        if not key:        # a node daemon died: keep_daemons starts it again after its back-off
+            self._daemon_exited(name, status)
+            return
+        run = self.pods.get(key)
+        if run is None:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        if not name:
+            run.event("SandboxChanged", f"Pod sandbox exited with {code}", "Warning")
+            run.holder = 0
+            return
+        cr = run.containers[name]
+        cr.state, cr.exit_code, cr.pid = "Terminated", code, 0
+        cr.reason = "Completed" if code == 0 else "Error"
+        run.event("Died" if code else "Completed", f"Container {name} exited with code {code}",
+                  "Warning" if code else "Normal")
+        self._maybe_restart(run, cr, code)
+        self.dirty = True
 
     def _maybe_restart(self, run: PodRun, cr: ContainerRun, code: int) -> None:
         pod = self.cluster.pods.get(run.key)
@@ -696,6 +695,7 @@ class Agent:
     def serve(self, defer_sync: bool = False) -> int:
         nsops.set_child_subreaper()
         os.umask(0o077)           # the socket is created owner-only: no window before a chmod
+        self.spawner = Spawner()  # before the lab is loaded, and before our sockets exist
         self.load()
         sock_path = state.agent_socket(self.lab)
         try:
@@ -725,6 +725,8 @@ class Agent:
         last_publish = time.monotonic()
         while self.running:
             watched = [server, wake_r, *self.clients, *self.probing]
+            if self.spawner is not None and not self.spawner.gone:
+                watched.append(self.spawner)          # it reports the pods' exits
             readable, _, _ = select.select(watched, [], [], 0.05 if self.starting else 0.25)
             if wake_r in readable:
                 os.read(wake_r, 4096)
@@ -839,6 +841,9 @@ class Agent:
                 except ProcessLookupError:
                     pass
         self.pods.clear()
+        if self.spawner is not None:
+            # It reports what it has reaped, then exits; the pods it has not passed to us.
+            children -= {pid for pid, _ in self.spawner.close()}
         for run in self.daemons.values():
             daemons.stop(run)
         _reap_until(time.monotonic() + SHUTDOWN_GRACE, children)

@@ -265,3 +265,47 @@ def test_a_server_still_starting_is_not_failed_by_its_first_readiness_probe(make
     assert st["ready"] and st["serving"], st
     assert time.monotonic() - started < 8, "up waited for a second probe a period later"
     assert not [e for e in st["events"] if e["reason"] == "Unhealthy"], st["events"]
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_pod_spawner_leaves_the_lab_supervised(make_lab):
+    """The pods' processes are the pod spawner's children (runtime/spawner.py). Killed, it
+    hands them to the agent, which still sees a container die and restarts it, and starts
+    new pods through a new spawner."""
+    from netlab.runtime import agent_client
+    cluster = web_lab(make_lab)
+    pod = web_pods(cluster)[0]
+    agent = agent_client.agent_pid(cluster.name)
+    holder = engine.pod_status(cluster.name)[pod.meta.key]["holderPid"]
+    spawner = _ppid(holder)
+    assert spawner != agent and _ppid(spawner) == agent
+    os.kill(spawner, signal.SIGKILL)
+    wait_until(lambda: _ppid(holder) == agent, 5, "the holder handed to the agent")
+    first = container(cluster.name, pod.meta.key)["pid"]
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: (c := container(cluster.name, pod.meta.key))["restartCount"] == 1
+               and c["state"] == "Running", 10, "a restart after the spawner died")
+    engine.delete(cluster.name, "pods", web_pods(cluster)[1].meta.name)
+    now = engine.load(cluster.name)
+    engine.wait_for_pods(now, 20)
+    for p in web_pods(now):
+        assert http_get(cluster.pod_netns(cluster.pod("client")), p.pod_ip, 8080, "/hostname") == p.meta.name
+
+
+def test_a_builtin_container_holds_no_descriptor_of_the_runtime(make_lab):
+    """A built-in workload runs on in the forked process, so nothing of the agent's or the
+    spawner's may stay open in it: no socket to the agent, no namespace it holds."""
+    cluster = web_lab(make_lab)
+    pid = container(cluster.name, web_pods(cluster)[0].meta.key)["pid"]
+    targets = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    assert targets["1"].endswith("_web.log") and targets["2"] == targets["1"]
+    assert not [t for t in targets.values() if ":[" in t and not t.startswith(("socket:", "pipe:", "anon_inode:"))], targets
+    # Its only socket is its own server's, listening on 8080: none to the agent or spawner.
+    sockets = {t[len("socket:["):-1] for t in targets.values() if t.startswith("socket:")}
+    with open(f"/proc/{pid}/net/tcp") as f:
+        listening = {line.split()[9] for line in f.readlines()[1:] if line.split()[3] == "0A"}
+    assert len(sockets) == 1 and sockets <= listening, (targets, listening)
