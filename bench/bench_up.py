@@ -4,7 +4,8 @@
 --cli times the installed command as a user types it instead, and the lab's memory.
 Where Mininet is installed it times `mn --switch lxbr --controller none --topo single,N
 --test none` (N hosts on one Linux bridge, up and down) in the same run, a Mininet round
-after each netlab round, and prints the ratio of the medians. Run as root:  .venv/bin/python bench/bench_up.py [--pods 10 100 300] [--rounds 3]
+after each netlab round, and prints the ratio of the medians. Each round starts on an idle
+machine (settle()). Run as root:  .venv/bin/python bench/bench_up.py [--pods 10 100 300] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -25,12 +26,33 @@ from bench.labs import replicated_pods  # noqa: E402
 
 
 
+def _busy() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)      # (busy, all) jiffies
+
+
+def settle(limit: float = 60.0) -> None:
+    """Wait (at most `limit` s) until the machine is idle: under 10% busy over 0.5 s. A tool's
+    teardown leaves the kernel work behind it (Mininet's 1,000 root-namespace links go for
+    seconds after mn exits), which the next round, of either tool, would otherwise pay."""
+    deadline = time.monotonic() + limit
+    busy, total = _busy()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now_busy, now_total = _busy()
+        if (now_busy - busy) < 0.10 * max(1, now_total - total):
+            return
+        busy, total = now_busy, now_total
+
+
 def netlab_round(pods: int, workdir: Path, dns: bool) -> dict[str, float]:
     lab_dir = workdir / f"lab{pods}"
     lab_dir.mkdir(exist_ok=True)
     (lab_dir / "lab.yaml").write_text(replicated_pods(pods, dns=dns))
     name = f"bench{os.getpid()}"
     timings = engine.Timings()
+    settle()
     start = time.perf_counter()
     try:
         engine.up(lab_dir, name=name, timings=timings, wait=120)
@@ -56,6 +78,7 @@ def cli_round(pods: int, workdir: Path, dns: bool, nodes: int) -> dict[str, floa
     lab_dir.mkdir(exist_ok=True)
     (lab_dir / "lab.yaml").write_text(replicated_pods(pods, nodes=nodes, dns=dns))
     name = f"cli{os.getpid()}"
+    settle()
     start = time.perf_counter()
     try:
         proc = subprocess.run([NETLAB, "up", str(lab_dir), "--name", name, "--timeout", "300"],
@@ -91,6 +114,7 @@ def lab_pss_mb(lab: str) -> float:
 def mininet_round(hosts: int) -> float | None:
     if not shutil.which("mn"):
         return None
+    settle()
     start = time.perf_counter()
     result = subprocess.run(["mn", "--switch", "lxbr", "--controller", "none", "--topo", f"single,{hosts}",
                              "--test", "none"], capture_output=True, text=True, timeout=600)
