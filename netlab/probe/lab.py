@@ -114,7 +114,7 @@ class LabView:
         return int(self.status.get(pod.meta.key, {}).get("holderPid") or 0)
 
     def container_pids(self, pod: Pod) -> dict[str, int]:
-        """Process IDs of the pod's running containers (the agent's children, in the pod's
+        """Process IDs of the pod's running containers (the pod spawner's children, in the pod's
         PID namespace); a container whose process is gone or a zombie is left out."""
         found = {}
         for c in self.status.get(pod.meta.key, {}).get("containers", []):

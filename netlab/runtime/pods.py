@@ -1,16 +1,17 @@
 """Starting a pod's processes: the holder (the pause container's role) and its containers.
 
-Both are forked from the lab agent, which has already imported everything, so a pod costs
-two forks rather than a new Python start-up. Both are the agent's direct children, so it
-sees their exit codes without a shim in between:
+Both are forked from the pod spawner (runtime/spawner.py), a child of the lab agent that has
+already imported everything, so a pod costs two forks rather than a new Python start-up. The
+spawner reaps them and reports their exit codes to the agent, without a shim per pod:
 
-    holder:    the agent unshares a new PID namespace *for its children* and forks: the
+    holder:    the spawner unshares a new PID namespace *for its children* and forks: the
                child is PID 1 there. It enters the pod's netns, unshares UTS/IPC/mount, sets
-               the hostname, binds the pod's resolv.conf/hosts over /etc, mounts /proc, tells
-               the agent it is ready, then reaps orphans until SIGTERM (the pause container).
-    container: the agent points its children's PID namespace at the holder's and forks; the
-               child joins the holder's ipc/uts/net/mnt namespaces and execs (or runs a
-               built-in workload). Afterwards the agent returns to its own PID namespace.
+               the hostname, binds the pod's resolv.conf/hosts over /etc, mounts /proc, says
+               it is ready, then becomes catatonit, which reaps orphans until SIGTERM (the
+               pause container).
+    container: the spawner points its children's PID namespace at the holder's and forks;
+               the child joins the holder's ipc/uts/net/mnt namespaces and execs (or runs a
+               built-in workload). Afterwards the spawner returns to its own PID namespace.
 """
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def _parse_environ(raw: bytes) -> dict[str, str]:
 
 def _from_proc(view: LabView, pod: Pod, name: str, pid: int, started: float) -> RealEnv:
     """/proc/PID/environ, once /proc/PID/ns/net is proven to be the pod's namespace. netlab's
-    own servers (forked from the agent, no exec) show the agent's environment there, and
+    own servers (forked from the pod spawner, no exec) show the agent's environment there, and
     redis-server writes its process title over it: neither carries the pod's HOSTNAME."""
     ns = view.netns(pod)
     want, inode = netns.inode(ns), None
