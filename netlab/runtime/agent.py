@@ -37,7 +37,7 @@ RESTART_BACKOFF_MAX = 300.0     # kubelet's CrashLoopBackOff cap
 RESTART_BACKOFF_START = 10.0
 STARTUP_GRACE = 1.0             # seconds a new container's failing first readiness probe is retried
 STARTUP_RETRY = 0.1             # ... this often, before its failure counts
-SHUTDOWN_GRACE = 0.3            # seconds pods and daemons get to exit on SIGTERM when the agent stops
+SHUTDOWN_GRACE = 0.3            # seconds daemons get to exit on SIGTERM when the agent stops
 CLIENT_TIMEOUT = 10.0           # a client that has not sent its whole request by then is dropped
 
 
@@ -135,13 +135,13 @@ class Agent:
         for key in [k for k in self.pods if k not in desired]:
             self.stop_pod(key)
         # All sandboxes first, then all containers: the holders set themselves up on the
-        # other core while we fork the next ones. While `up` is still wiring, only the pods
-        # it has reported wired start (a namespace exists before its devices are configured).
+        # other core while the spawner forks the next ones. While `up` is still wiring, only
+        # the pods it has reported wired start (a namespace exists before its devices are
+        # configured). Everything the forks need is worked out here, so that the spawner's
+        # forks follow one another with little in between: every page a process writes
+        # after a fork is copied, and Python work between forks wrote about 200 pages a fork.
         new = [pod for pod in desired.values() if pod.meta.key not in self.pods
                and (self.wired is None or pod.meta.key in self.wired)]
-        # Everything a fork needs is worked out before the forks, which then follow one
-        # another with little in between: every page the agent writes after a fork is
-        # copied, and Python work between forks wrote about 200 pages a fork.
         sandboxes = [(pod, args) for pod in new for args in [self._prepare_sandbox(pod)] if args]
         holders = self._spawn("holders", [args for _, args in sandboxes])
         containers = []
@@ -842,7 +842,7 @@ class Agent:
                     pass
         self.pods.clear()
         if self.spawner is not None:
-            # It reports what it has reaped, then exits; the pods it has not passed to us.
+            # It reports the exits it has reaped, then exits; pods not reaped yet pass to us.
             children -= {pid for pid, _ in self.spawner.close()}
         for run in self.daemons.values():
             daemons.stop(run)
