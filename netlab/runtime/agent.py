@@ -267,13 +267,7 @@ class Agent:
                     self._exited(pid, status)
             except OSError as exc:
                 print(f"agent: the pod spawner died ({exc}); its pods are ours now", file=sys.stderr, flush=True)
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in procs.exited_children():
             self._exited(pid, status)
 
     def _exited(self, pid: int, status: int) -> None:

@@ -42,3 +42,15 @@ def netns_inode(pid: int) -> Optional[int]:
 def is_same(pid: int, ticks: Optional[int]) -> bool:
     """Is `pid` still the process that had start time `ticks`?"""
     return bool(pid) and ticks is not None and start_ticks(pid) == ticks
+
+
+def exited_children():
+    """(pid, wait status) of each child that has exited, until none is left to reap now."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import nsops
+from . import nsops, procs
 from . import pods as podproc
 
 READY_TIMEOUT = 10.0       # a holder that has not said "ready" by then counts as failed
@@ -193,13 +193,7 @@ def _serve(sock: socket.socket) -> int:
 
 
 def _report_exits(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for pid, status in procs.exited_children():
         _send(sock, ("exited", pid, status))
 
 
