@@ -205,33 +205,47 @@ def read_mark(name: str) -> Optional[str]:
 
 
 def read_marks(names: Iterable[str]) -> dict[str, Optional[str]]:
-    """read_mark for many namespaces, from one helper thread that enters each in turn (a
-    thread per namespace cost `down` about 30 ms at 100 pods)."""
+    """read_mark for many namespaces, their sockets opened from one helper thread (a thread
+    per namespace cost `down` about 30 ms at 100 pods)."""
     names = list(names)
-    host = host_netns_inode()
-
-    def read_all() -> dict[str, Optional[str]]:
-        marks: dict[str, Optional[str]] = {}
-        for name in names:
-            marks[name] = None
-            try:
-                fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                st = os.fstat(fd)
-                if st.st_dev != os.stat("/proc/self/ns/net").st_dev or st.st_ino == host:
-                    continue              # a placeholder file, or the host's own namespace
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    continue
-                with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+    fds = _sockets_in_each([netns_path(n) for n in names], socket.SOCK_RAW, NETLINK_ROUTE)
+    marks: dict[str, Optional[str]] = {}
+    for name, fd in zip(names, fds):
+        marks[name] = None
+        if fd is not None:
+            with socket.socket(fileno=fd) as sock:
+                try:
                     marks[name] = _lo_alias(sock)
+                except OSError:
+                    pass
+    return marks
+
+
+def _sockets_in_each(paths: list[str], sock_type: int, protocol: int) -> list[Optional[int]]:
+    """A netlink socket opened inside each network namespace that `paths` name (/run/netns/X
+    or /proc/PID/ns/net), all from one helper thread that enters them in turn; None where a
+    path is not a namespace, is the host's own (never entered) or cannot be entered."""
+    host = host_netns_inode()
+    nsfs = os.stat("/proc/self/ns/net").st_dev
+
+    def open_all() -> list[Optional[int]]:
+        fds: list[Optional[int]] = []
+        for path in paths:
+            fds.append(None)
+            try:
+                ns = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
+            try:
+                st = os.fstat(ns)
+                if st.st_dev == nsfs and st.st_ino != host and _libc.setns(ns, CLONE_NEWNET) == 0:
+                    fds[-1] = socket.socket(socket.AF_NETLINK, sock_type, protocol).detach()
+            except OSError:
+                pass
             finally:
-                os.close(fd)
-        return marks
-    return in_thread(read_all)
+                os.close(ns)
+        return fds
+    return in_thread(open_all)
 
 
 def _lo_alias(sock: socket.socket) -> Optional[str]:
@@ -406,25 +420,12 @@ def tcp_listening_many(checks: list[tuple[int, Iterable[int], str]]) -> list[set
     """tcp_listening for many (pid, ports, address) at once: one helper thread opens every
     namespace's sock_diag socket, where a thread per check cost the agent about 0.2 ms each
     while a lab's pods start."""
-    def open_diags() -> list[Optional[int]]:
-        fds: list[Optional[int]] = []
-        for pid, _, _ in checks:
-            try:
-                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
-                finally:
-                    os.close(fd)
-                fds.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG).detach())
-            except OSError:
-                fds.append(None)
-        return fds
+    fds = _sockets_in_each([f"/proc/{pid}/ns/net" for pid, _, _ in checks], socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     results = []
-    for (pid, ports, address), fd in zip(checks, in_thread(open_diags)):
+    for (pid, ports, address), fd in zip(checks, fds):
         ports = list(ports)
-        results.append(_diag_listening(fd, ports, address) if fd is not None else None)
-        if results[-1] is None:
-            results[-1] = listening_tcp_ports(pid, set(ports))
+        found = _diag_listening(fd, ports, address) if fd is not None else None
+        results.append(found if found is not None else listening_tcp_ports(pid, set(ports)))
     return results
 
 

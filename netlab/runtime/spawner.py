@@ -197,17 +197,22 @@ def _report_exits(sock: socket.socket) -> None:
         _send(sock, ("exited", pid, status))
 
 
-def _holders(args: list[tuple]) -> list:
-    """Fork every holder back to back, then wait for each to say it is ready."""
-    forked = []
+def _each(spawn, args: list[tuple]) -> list:
+    """spawn(*a) for each a: its result, or its OSError's text."""
+    results = []
     for a in args:
         try:
-            forked.append(podproc.spawn_holder(*a))
+            results.append(spawn(*a))
         except OSError as exc:
-            forked.append(str(exc) or repr(exc))
+            results.append(str(exc) or repr(exc))
+    return results
+
+
+def _holders(args: list[tuple]) -> list:
+    """Fork every holder back to back, then wait for each to say it is ready."""
     replies = []
     deadline = time.monotonic() + READY_TIMEOUT
-    for item in forked:
+    for item in _each(podproc.spawn_holder, args):
         if isinstance(item, str):
             replies.append(item)
             continue
@@ -222,13 +227,7 @@ def _holders(args: list[tuple]) -> list:
 
 
 def _containers(args: list[tuple]) -> list:
-    replies = []
-    for a in args:
-        try:
-            replies.append(podproc.spawn_container(*a))
-        except OSError as exc:
-            replies.append(str(exc) or repr(exc))
-    return replies
+    return _each(podproc.spawn_container, args)
 
 
 if __name__ == "__main__":     # pragma: no cover - only ever forked from the agent
