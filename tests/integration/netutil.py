@@ -50,3 +50,34 @@ def tcp_connects(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
 def root_links() -> set[str]:
     """Interfaces of the namespace the tests run in: the host's, which labs must not touch."""
     return {name for _, name in socket.if_nameindex()}
+
+
+_WEB_LAB = """apiVersion: netlab/v1
+kind: Lab
+metadata: {name: ignored}
+spec: {nodes: 2, dns: false}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: web}
+spec:
+  replicas: %(replicas)d
+  selector: {app: web}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: example/web, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def web_lab_text(replicas: int = 2, extra: str = "") -> str:
+    """The small lab many tests share: two nodes without DNS, an RC of `replicas` netexec
+    pods serving 8080 behind the Service web on port 80; then `extra` manifests."""
+    return _WEB_LAB % {"replicas": replicas} + (f"---\n{extra.lstrip()}" if extra else "")

@@ -8,38 +8,17 @@ from netlab.probe.ctlookup import Conntrack
 from netlab.probe.landing import land
 from netlab.probe.lab import load_settled
 
+from .netutil import web_lab_text
+
 pytestmark = pytest.mark.root
 
-LAB = """
-apiVersion: netlab/v1
-kind: Lab
-metadata: {name: ignored}
-spec: {nodes: 2, dns: false}
----
-apiVersion: v1
-kind: ReplicationController
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {app: web}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: example/web, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
----
+LAB = web_lab_text(3, """
 apiVersion: v1
 kind: Pod
 metadata: {name: client}
 spec:
   containers: [{name: c, image: example/web}]
-"""
+""")
 
 
 def test_conntrack_names_the_endpoint_and_the_peer_it_sees(make_lab):

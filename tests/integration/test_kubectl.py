@@ -16,31 +16,11 @@ import time
 import pytest
 import yaml
 
+from .netutil import web_lab_text
+
 pytestmark = pytest.mark.root
 
-LAB = """apiVersion: netlab/v1
-kind: Lab
-metadata: {name: kctl}
-spec: {nodes: 2, dns: false}
----
-apiVersion: v1
-kind: ReplicationController
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {app: web}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: example/web, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"""
+LAB = web_lab_text()
 
 SVC = """apiVersion: v1
 kind: Service

@@ -21,31 +21,11 @@ from netlab.model.errors import InvalidError, LabError, NotFoundError, StateErro
 from netlab.model.loader import load_objects
 from netlab.runtime import agent_client
 
+from .netutil import web_lab_text
+
 pytestmark = pytest.mark.root
 
-LAB = """apiVersion: netlab/v1
-kind: Lab
-metadata: {name: writer}
-spec: {nodes: 2, dns: false}
----
-apiVersion: v1
-kind: ReplicationController
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {app: web}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: example/web, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"""
+LAB = web_lab_text()
 EXTRA = """apiVersion: v1
 kind: Service
 metadata: {name: extra}
