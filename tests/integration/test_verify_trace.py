@@ -125,7 +125,12 @@ def test_trace_agrees_with_a_broken_lab(lab):
     sh(lab.node("node1").netns, "iptables-legacy", "-t", "nat", "-F")
     result = trace.trace(LabView.load(lab.name), "idle", "web")
     assert [b.outcome for b in result.branches] == ["dropped"] and result.confirmed
-    assert not [line for line in result.probe.moved if " nat " in line], "no translation happened"
+    # No address translation moved on any node. Other nat counters may: a new connection from
+    # a node to a pod, such as kube-dns's readiness probe every 10 s, passes KUBE-POSTROUTING's
+    # RETURN; node2's did while the probe was out in a clean-clone CI run, failing this test.
+    translated = [line for line in result.probe.moved
+                  if " nat " in line and any(t in line for t in ("-j DNAT", "-j SNAT", "-j MASQUERADE"))]
+    assert not translated, f"no translation happened: {translated}"
 
 
 @root
