@@ -105,6 +105,7 @@ class Agent:
         self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
         self.ready_since: dict[str, float] = {}            # pod key -> when it was first published Ready
         self.spawner: Optional[Spawner] = None             # forks the pods' processes (runtime/spawner.py)
+        self.services_unsynced = False                     # a new lab: no Service rules on the nodes yet
 
     # ---------------------------------------------------------------- pods
 
@@ -142,6 +143,14 @@ class Agent:
         # after a fork is copied, and Python work between forks wrote about 200 pages a fork.
         new = [pod for pod in desired.values() if pod.meta.key not in self.pods
                and (self.wired is None or pod.meta.key in self.wired)]
+        if new and self.services_unsynced:
+            # The Services exist before any pod, as in a cluster: each node's kube-proxy has
+            # their rules (no endpoints yet: REJECT) before a pod can connect to one. A redis
+            # replica that started first sent its SYN to a ClusterIP nothing translated; the
+            # node masqueraded it to the underlay, conntrack kept that flow un-DNATed, and
+            # every retransmit followed it until redis's 60 s repl-timeout.
+            self.services_unsynced = False
+            self.sync_dataplane(set())
         sandboxes = [(pod, args) for pod in new for args in [self._prepare_sandbox(pod)] if args]
         holders = self._spawn("holders", [args for _, args in sandboxes])
         containers = []
@@ -557,15 +566,20 @@ class Agent:
         ready = {key for key, st in status["pods"].items() if st["ready"]}
         if ready == self.published_ready:
             return
+        if self.sync_dataplane(ready):
+            now = time.time()
+            self.ready_since = {k: self.ready_since.get(k, now) for k in ready}
+
+    def sync_dataplane(self, ready: set[str]) -> bool:
+        """Rules and DNS for these ready pods on every node; False if it failed (said on stderr)."""
         from ..dataplane import sync
         try:
             sync(self.cluster, ready, self.proxies, self.pids_of)
         except Exception as exc:  # keep supervising; the next round retries
             print(f"agent: data plane sync failed: {exc}", file=sys.stderr, flush=True)
-            return
+            return False
         self.published_ready = ready
-        now = time.time()
-        self.ready_since = {k: self.ready_since.get(k, now) for k in ready}
+        return True
 
     def status(self, with_env: bool = True) -> dict:
         """The live process facts; containers' environments only on request (`exec` wants them,
@@ -714,6 +728,7 @@ class Agent:
         ingress.sync(self.cluster, {})
         if defer_sync:          # `up` is still wiring pods; it says which as batches are ready
             self.wired = set()
+            self.services_unsynced = True
         self.sync_pods()
         self.publish()
         last_publish = time.monotonic()

@@ -2,6 +2,7 @@
 documents' claim about kube-proxy's two modes when a pod stops answering."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -309,3 +310,62 @@ def test_a_builtin_container_holds_no_descriptor_of_the_runtime(make_lab):
     with open(f"/proc/{pid}/net/tcp") as f:
         listening = {line.split()[9] for line in f.readlines()[1:] if line.split()[3] == "0A"}
     assert len(sockets) == 1 and sockets <= listening, (targets, listening)
+
+
+EARLY_CLIENT = """
+apiVersion: netlab/v1
+kind: Lab
+metadata: {name: ignored}
+spec: {nodes: 1, dns: false}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: early}
+spec:
+  replicas: 1
+  selector: {app: early}
+  template:
+    metadata: {labels: {app: early}}
+    spec:
+      containers:
+      - name: c
+        image: python
+        # Connects to a Service that has no endpoints the moment it starts: five tries, each
+        # with a fresh socket (the node answers at most six in a burst: ICMP's rate limit),
+        # then it idles. Prints one errno (or "timeout") per try.
+        command: ["python3", "-c", "import socket, time\\nfor _ in range(5):\\n    s = socket.socket(); s.settimeout(0.15)\\n    try:\\n        s.connect(('%(ip)s', 80)); print('connected', flush=True)\\n    except socket.timeout:\\n        print('timeout', flush=True)\\n    except OSError as e:\\n        print(e.errno, flush=True)\\n    s.close(); time.sleep(0.02)\\ntime.sleep(3600)"]
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: filler}
+spec:
+  replicas: 60
+  selector: {app: filler}
+  template:
+    metadata: {labels: {app: filler}}
+    spec:
+      containers: [{name: p, image: pause}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nowhere}
+spec:
+  clusterIP: %(ip)s
+  selector: {app: nothing}
+  ports: [{port: 80}]
+"""
+
+
+def test_service_rules_are_in_place_before_the_first_pod_starts(make_lab):
+    """A Service exists before the pods that use it, so kube-proxy's rules for it are on the
+    node before any container runs: a connection to a Service without endpoints is refused
+    from the first try. `up` starts the first pods while it still wires the rest (60 more
+    here); before the agent synced the Services first, those tries left the node with no
+    rule to translate or reject them and timed out (as a redis replica's did, for 60 s)."""
+    from netlab import state
+    cluster = make_lab(manifests=EARLY_CLIENT % {"ip": "10.96.0.200"})
+    early = next(p for p in cluster.pods.values() if p.meta.labels.get("app") == "early")
+    assert early is next(iter(cluster.pods.values())), "the early pod is not in up's first batch"
+    log = state.container_log(cluster.name, "default", early.meta.name, "c")
+    wait_until(lambda: log.is_file() and len(log.read_text().split()) >= 5, 10, "the early pod's five tries")
+    assert log.read_text().split() == [str(errno.ECONNREFUSED)] * 5
