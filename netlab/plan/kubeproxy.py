@@ -526,6 +526,33 @@ def render_node_rules(cluster: Cluster, node: Node,
     return b.text()
 
 
+def commit_order(text: str) -> str:
+    """render_node_rules' restore input, with its tables in the order a live node must commit
+    them, so that no new connection to a Service port finds neither its DNAT nor its REJECT.
+
+    iptables-legacy commits each table on its own, at its COMMIT; kube-proxy writes filter,
+    then nat. So a port whose endpoints appear lost its REJECT before it had its DNAT, and one
+    whose endpoints went had neither in the other gap. A SYN sent in between left the node
+    untranslated, and conntrack kept the flow so: its retransmits never reached a pod (a redis
+    replica that started with the lab waited out its 60 s timeout). Here the REJECT and DROP
+    lines that will stand are appended first (the chains are not declared, so --noflush keeps
+    the old lines too), then nat goes in, then filter as rendered, which flushes the extras."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        elif line != "COMMIT":
+            current.append(line)
+    assert set(tables) == {"filter", "nat"}, f"expected filter and nat, got {sorted(tables)}"
+    standing = [line for line in tables["filter"]
+                if line.startswith(("-A KUBE-SERVICES ", "-A KUBE-EXTERNAL-SERVICES "))
+                and line.endswith(("-j REJECT", "-j DROP"))]
+    out = ["*filter", *standing, "COMMIT"] if standing else []
+    out += ["*nat", *tables["nat"], "COMMIT", "*filter", *tables["filter"], "COMMIT", ""]
+    return "\n".join(out)
+
+
 def node_chains(cluster: Cluster, node: Node,
                 endpoints_by_service: Optional[EndpointsByService] = None) -> list[str]:
     """The nat chains the node's rules own; pass them as previous_chains to the next sync.

@@ -152,3 +152,56 @@ def test_unit_goldens_are_valid_restore_input(netns):
     chains = set(list_chains(netns, "nat"))
     assert svc_chain("default/sticky:http", "tcp") not in chains      # removed by the stale sync
     assert svc_chain("ns1/svc1:p80", "tcp") in chains
+
+
+def _commits(text: str) -> list[str]:
+    """Restore input cut after each COMMIT: the states the kernel passes through."""
+    blocks, lines = [], []
+    for line in text.splitlines():
+        lines.append(line)
+        if line == "COMMIT":
+            blocks.append("\n".join(lines) + "\n")
+            lines = []
+    return blocks
+
+
+def _unhandled(netns: str, ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Service ports (ip, protocol, port) a new connection would pass untouched: no jump in
+    nat's KUBE-SERVICES and no REJECT in filter's."""
+    def listed(table: str, target: str) -> set[tuple[str, str, int]]:
+        rules = [line + " " for line in save(netns, table).splitlines()
+                 if line.startswith("-A KUBE-SERVICES ") and target in line]
+        return {(ip, proto, port) for ip, proto, port in ports for line in rules
+                if f"-d {ip}/32 " in line and f"-p {proto} " in line and f"--dport {port} " in line}
+    return sorted(set(ports) - listed("nat", "-j KUBE-SVC-") - listed("filter", "-j REJECT"))
+
+
+def test_each_commit_of_a_sync_leaves_every_service_port_translated_or_rejected(netns, guestbook):
+    """iptables-legacy commits filter and nat one after the other. kube-proxy's own order
+    (filter, then nat) leaves a gap when endpoints appear: the REJECT is gone, the DNAT not
+    there yet, and a SYN sent then leaves untranslated for good (conntrack keeps the flow).
+    commit_order() closes the gap both ways: endpoints appearing and going."""
+    from netlab.dataplane import endpoints
+    from netlab.plan.kubeproxy import commit_order
+    node = guestbook.node("node1")
+    ports = [(svc.cluster_ip, p.protocol.lower(), p.port) for svc in guestbook.services.values()
+             if svc.meta.name != "kubernetes" for p in svc.ports]
+    none, every = endpoints(guestbook, set()), endpoints(guestbook, None)
+
+    def transition(before: dict, after: dict, order) -> list:
+        sync_node(netns, render_node_rules(guestbook, node, before))
+        assert _unhandled(netns, ports) == []
+        text = render_node_rules(guestbook, node, after, previous_chains=node_chains(guestbook, node, before))
+        gaps = []
+        for block in _commits(order(text)):
+            restore(netns, block)
+            gaps += _unhandled(netns, ports)
+        assert _unhandled(netns, ports) == []
+        return gaps
+
+    # The check can fail: kube-proxy's order opens the gap for every port when endpoints
+    # appear, and nat first (the plain swap) opens it when they go.
+    assert transition(none, every, lambda text: text) == sorted(ports)
+    assert transition(every, none, lambda text: "".join(reversed(_commits(text)))) == sorted(ports)
+    assert transition(none, every, commit_order) == []
+    assert transition(every, none, commit_order) == []
