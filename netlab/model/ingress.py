@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .names import check_dns_label, check_dns_subdomain
+from . import objects as _objects
 from .objects import Meta, _Where, parse_meta
 from .schema import INGRESS_SCHEMAS, find_unknown, unknown_field_message
 
@@ -352,6 +353,11 @@ def check_pem(data: bytes, want: str) -> Optional[str]:
 
 
 PARSERS = {"Ingress": parse_ingress, "IngressClass": parse_ingress_class, "Secret": parse_secret}
+# Registered here, not by objects.py: whichever of the two modules is imported first, both
+# are whole before either is used (importing this one first used to fail half-way).
+_objects.PARSERS.update(PARSERS)
+_objects.KINDS.update({kind: versions[0] for kind, versions in API_VERSIONS.items()})
+_objects.OTHER_API_VERSIONS.update({kind: versions[1:] for kind, versions in API_VERSIONS.items()})
 
 
 # ---------------------------------------------------------------------- the controller's view

@@ -839,12 +839,11 @@ PARSERS = {"Namespace": parse_namespace, "Pod": parse_pod,
            "Endpoints": parse_endpoints, "EndpointSlice": parse_endpoint_slice}
 
 
-# Ingress, IngressClass and Secret: model/ingress.py (the ingress controller's objects).
-from . import ingress as _ingress  # noqa: E402  (it imports this module's helpers)
+OTHER_API_VERSIONS: dict[str, tuple[str, ...]] = {}   # kind -> older apiVersions still read
 
-PARSERS.update(_ingress.PARSERS)
-KINDS.update({kind: versions[0] for kind, versions in _ingress.API_VERSIONS.items()})
-OTHER_API_VERSIONS = {kind: versions[1:] for kind, versions in _ingress.API_VERSIONS.items()}
+# Ingress, IngressClass and Secret: model/ingress.py (the ingress controller's objects) adds
+# its kinds to PARSERS, KINDS and OTHER_API_VERSIONS when imported.
+from . import ingress as _ingress  # noqa: E402,F401  (it imports this module's helpers)
 
 # NetworkPolicy: model/netpol.py adds its kind to PARSERS and KINDS when imported.
 from . import netpol as _netpol  # noqa: E402,F401  (it imports this module's helpers)
