@@ -123,17 +123,35 @@ def _children(pid: int) -> set[int]:
         return set()
 
 
+def _catches(pid: int, sig: int) -> Optional[bool]:
+    """Whether the process has its own handler for sig yet (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration, IndexError):
+        return None
+    return bool(int(caught, 16) >> (sig - 1) & 1)
+
+
 def reload(pids: list[int], timeout: float = RELOAD_TIMEOUT) -> Optional[float]:
     """SIGHUP each nginx master and wait (bounded) until it has started new workers, which
     serve the new configuration. Seconds it took, or None if some master did not reload."""
     start = time.monotonic()
-    before = {pid: _children(pid) for pid in pids}
-    for pid in list(before):
+    deadline = start + timeout
+    before: dict[int, set[int]] = {}
+    for pid in pids:
+        # nginx sets its handlers only after it has read its configuration and opened its
+        # ports: a SIGHUP before then kills it (exit 129) and the pod restarts. The sync that
+        # follows `up`'s first pods used to land there now and then, on a busy machine. So
+        # wait (bounded) for the handler, then reload.
+        while _catches(pid, signal.SIGHUP) is False and time.monotonic() < deadline:
+            time.sleep(0.002)
+        workers = _children(pid)
         try:
             os.kill(pid, signal.SIGHUP)
         except ProcessLookupError:
-            del before[pid]          # it is being restarted: the new nginx reads the new file
-    deadline = start + timeout
+            continue                 # it is being restarted: the new nginx reads the new file
+        before[pid] = workers
     waiting, took = dict(before), None
     # New workers first (they serve the new configuration), then the old ones gone (until
     # then an old worker may still accept a connection and answer from the old one).

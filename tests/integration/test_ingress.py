@@ -316,3 +316,45 @@ def test_readme_commands(cafe):
     # trace --ingress: leg 1 ends in nginx's pod, leg 2 goes from it to each tea pod; all confirmed.
     assert text.count("leg 2: from nginx to the backend") == 2 and "NOT confirmed" not in text
     assert f"delivered to pod ingress-nginx/{pod}" in text
+
+
+NGINX_CONF = """daemon off;
+master_process on;
+worker_processes 1;
+pid %(dir)s/nginx.pid;
+error_log stderr;
+events {}
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    server { listen 127.0.0.1:8080; return 200 "up\\n"; }
+}
+"""
+
+
+def test_a_reload_waits_for_an_nginx_still_starting(tmp_path):
+    """nginx sets its signal handlers only once it has read its configuration; a SIGHUP
+    before that kills it (exit 129), as the sync right after `up`'s first pods did now and
+    then to the controller. reload() waits for the handler. The nginx runs in a namespace
+    of its own, and is asked to reload the instant it has been started."""
+    from netlab.runtime import ingress
+    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    assert nginx, "nginx is not installed (scripts/setup.sh installs it)"
+    (tmp_path / "nginx.conf").write_text(NGINX_CONF % {"dir": tmp_path})
+    ns = f"netlab-test{uuid.uuid4().hex[:8]}.nginx"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    proc = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, nginx, "-c", str(tmp_path / "nginx.conf"),
+                                 "-e", "stderr"], stderr=subprocess.PIPE)
+        took = ingress.reload([proc.pid])
+        assert proc.poll() is None, f"nginx died: exit {proc.returncode}"
+        assert took is not None and ingress._children(proc.pid), "no workers after the reload"
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
