@@ -139,10 +139,12 @@ def _reload_proxy(pid: int, ports: set[int], timeout: float = 2.0) -> None:
     import signal
     import time
     from .kernel.netns import listening_tcp_ports
+    from .runtime.procs import wait_for_handler
+    deadline = time.monotonic() + timeout
+    wait_for_handler(pid, signal.SIGHUP, deadline)      # a proxy just started: not yet
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return                       # the agent restarts it, and a new proxy reads the file
-    deadline = time.monotonic() + timeout
     while not ports <= listening_tcp_ports(pid) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -650,6 +650,7 @@ class Agent:
         self.keep_daemons()
         for key, run in self.daemons.items():
             if run.spec.name == "flanneld" and run.pid and key in before and run.spec.node != exclude:
+                procs.wait_for_handler(run.pid, signal.SIGHUP, time.monotonic() + 2.0)
                 try:
                     os.kill(run.pid, signal.SIGHUP)
                 except ProcessLookupError:

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Optional
 
 from .. import state
+from . import procs
 from ..model.addons import INGRESS_CONTAINER, INGRESS_SOURCE, ingress_conf, ingress_dir
 from ..plan.ingress import render
 
@@ -123,16 +124,6 @@ def _children(pid: int) -> set[int]:
         return set()
 
 
-def _catches(pid: int, sig: int) -> Optional[bool]:
-    """Whether the process has its own handler for sig yet (None: it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
-    except (OSError, StopIteration, IndexError):
-        return None
-    return bool(int(caught, 16) >> (sig - 1) & 1)
-
-
 def reload(pids: list[int], timeout: float = RELOAD_TIMEOUT) -> Optional[float]:
     """SIGHUP each nginx master and wait (bounded) until it has started new workers, which
     serve the new configuration. Seconds it took, or None if some master did not reload."""
@@ -142,10 +133,8 @@ def reload(pids: list[int], timeout: float = RELOAD_TIMEOUT) -> Optional[float]:
     for pid in pids:
         # nginx sets its handlers only after it has read its configuration and opened its
         # ports: a SIGHUP before then kills it (exit 129) and the pod restarts. The sync that
-        # follows `up`'s first pods used to land there now and then, on a busy machine. So
-        # wait (bounded) for the handler, then reload.
-        while _catches(pid, signal.SIGHUP) is False and time.monotonic() < deadline:
-            time.sleep(0.002)
+        # follows `up`'s first pods used to land there now and then, on a busy machine.
+        procs.wait_for_handler(pid, signal.SIGHUP, deadline)
         workers = _children(pid)
         try:
             os.kill(pid, signal.SIGHUP)

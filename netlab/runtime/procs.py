@@ -8,6 +8,7 @@ namespace (the inode of /proc/PID/ns/net equals that of /run/netns/<pod netns>).
 from __future__ import annotations
 
 import os
+import time
 from typing import Optional
 
 
@@ -42,6 +43,24 @@ def netns_inode(pid: int) -> Optional[int]:
 def is_same(pid: int, ticks: Optional[int]) -> bool:
     """Is `pid` still the process that had start time `ticks`?"""
     return bool(pid) and ticks is not None and start_ticks(pid) == ticks
+
+
+def catches(pid: int, sig: int) -> Optional[bool]:
+    """Whether the process has its own handler for sig yet (None: there is no such process)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration, IndexError):
+        return None
+    return bool(int(caught, 16) >> (sig - 1) & 1)
+
+
+def wait_for_handler(pid: int, sig: int, deadline: float) -> None:
+    """Wait (until time.monotonic() reaches deadline) for the process to handle sig. A
+    daemon told to reload with SIGHUP before it has set its handler (nginx reads its
+    configuration first, Python its imports) dies of it instead."""
+    while catches(pid, sig) is False and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def exited_children():
