@@ -53,8 +53,8 @@ def sync(cluster: Cluster, ready: Optional[set[str]] = None, proxies: Optional[d
                                                (proxies or {}).get(node.name))
             continue
         before = previous.get(node.name, ())
-        texts[node.name] = kubeproxy.commit_order(
-            kubeproxy.render_node_rules(cluster, node, eps, previous_chains=before, cleanup=cleanup))
+        texts[node.name] = kubeproxy.render_node_rules(cluster, node, eps, previous_chains=before,
+                                                       cleanup=cleanup, live=True)
         owned[node.name] = kubeproxy.node_chains(cluster, node, eps)
         if not cleanup:
             owned[node.name] = sorted(set(owned[node.name]) | set(kubeproxy.stale_chains(before, owned[node.name])))

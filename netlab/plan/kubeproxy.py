@@ -277,6 +277,9 @@ def _service_ports(cluster: Cluster, endpoints_by_service: Optional[EndpointsByS
 # ---------------------------------------------------------------------- rendering
 
 
+_CAPTURE_CHAINS = ("-A KUBE-SERVICES ", "-A KUBE-EXTERNAL-SERVICES ")   # filter's REJECT/DROP lines
+
+
 @dataclass
 class _Buffers:
     """kube-proxy's four line buffers; chain lines go before rules in each table."""
@@ -291,9 +294,26 @@ class _Buffers:
         self.active.add(chain)
         self.nat_chains.append(f":{chain} - [0:0]")
 
-    def text(self) -> str:
-        return "\n".join(["*filter", *self.filter_chains, *self.filter_rules, "COMMIT",
-                          "*nat", *self.nat_chains, *self.nat_rules, "COMMIT", ""])
+    def text(self, live: bool = False) -> str:
+        """The restore input: filter, then nat, as kube-proxy writes it; live=True for a
+        node whose rules are in use, in an order where no new connection to a Service port
+        finds neither its DNAT nor its REJECT.
+
+        iptables-legacy commits each table on its own, at its COMMIT. In kube-proxy's order a
+        port whose endpoints appear has lost its REJECT before it has its DNAT (nat first
+        opens the same gap when they go). A SYN sent in between left the node untranslated,
+        and conntrack kept the flow so: its retransmits never reached a pod (a redis replica
+        that started with the lab waited out its 60 s timeout). Live, the REJECT and DROP
+        lines that will stand are appended first (no chain is declared, so --noflush keeps
+        the old lines too), then nat goes in, then filter whole, which drops the extras."""
+        filter_table = ["*filter", *self.filter_chains, *self.filter_rules, "COMMIT"]
+        nat_table = ["*nat", *self.nat_chains, *self.nat_rules, "COMMIT"]
+        if not live:
+            return "\n".join([*filter_table, *nat_table, ""])
+        standing = [line for line in self.filter_rules if line.startswith(_CAPTURE_CHAINS)
+                    and line.endswith(("-j REJECT", "-j DROP"))]
+        first = ["*filter", *standing, "COMMIT"] if standing else []
+        return "\n".join([*first, *nat_table, *filter_table, ""])
 
 
 def _write_top_level(b: _Buffers) -> None:
@@ -492,8 +512,10 @@ def _write_flannel_masq(b: _Buffers, cluster_cidr: str, pod_cidr: str) -> None:
 def render_node_rules(cluster: Cluster, node: Node,
                       endpoints_by_service: Optional[EndpointsByService] = None, *,
                       previous_chains: Iterable[str] = (),
-                      changed: Optional[set[str]] = None, cleanup: bool = True) -> str:
-    """One iptables-restore input (filter then nat, each ending in COMMIT) for `--noflush`.
+                      changed: Optional[set[str]] = None, cleanup: bool = True,
+                      live: bool = False) -> str:
+    """One iptables-restore input (filter then nat, each ending in COMMIT) for `--noflush`;
+    live=True for a node in use, in the order _Buffers.text explains.
 
     endpoints_by_service maps "ns/name" to {port name: [Endpoint]}; None computes them with
     endpoints_for over every pod; a service missing from a given map has no endpoints.
@@ -523,34 +545,7 @@ def render_node_rules(cluster: Cluster, node: Node,
     # only; a node has several blocks, so every pod address counts as this node's. Canal keeps
     # flanneld --ip-masq (canal.yaml runs it so), on the node's own flannel subnet.
     _write_flannel_masq(b, cidr, cidr if cluster.config.backend == "calico" else node.pod_cidr)
-    return b.text()
-
-
-def commit_order(text: str) -> str:
-    """render_node_rules' restore input, with its tables in the order a live node must commit
-    them, so that no new connection to a Service port finds neither its DNAT nor its REJECT.
-
-    iptables-legacy commits each table on its own, at its COMMIT; kube-proxy writes filter,
-    then nat. So a port whose endpoints appear lost its REJECT before it had its DNAT, and one
-    whose endpoints went had neither in the other gap. A SYN sent in between left the node
-    untranslated, and conntrack kept the flow so: its retransmits never reached a pod (a redis
-    replica that started with the lab waited out its 60 s timeout). Here the REJECT and DROP
-    lines that will stand are appended first (the chains are not declared, so --noflush keeps
-    the old lines too), then nat goes in, then filter as rendered, which flushes the extras."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-        elif line != "COMMIT":
-            current.append(line)
-    assert set(tables) == {"filter", "nat"}, f"expected filter and nat, got {sorted(tables)}"
-    standing = [line for line in tables["filter"]
-                if line.startswith(("-A KUBE-SERVICES ", "-A KUBE-EXTERNAL-SERVICES "))
-                and line.endswith(("-j REJECT", "-j DROP"))]
-    out = ["*filter", *standing, "COMMIT"] if standing else []
-    out += ["*nat", *tables["nat"], "COMMIT", "*filter", *tables["filter"], "COMMIT", ""]
-    return "\n".join(out)
+    return b.text(live)
 
 
 def node_chains(cluster: Cluster, node: Node,

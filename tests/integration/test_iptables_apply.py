@@ -180,20 +180,20 @@ def test_each_commit_of_a_sync_leaves_every_service_port_translated_or_rejected(
     """iptables-legacy commits filter and nat one after the other. kube-proxy's own order
     (filter, then nat) leaves a gap when endpoints appear: the REJECT is gone, the DNAT not
     there yet, and a SYN sent then leaves untranslated for good (conntrack keeps the flow).
-    commit_order() closes the gap both ways: endpoints appearing and going."""
+    The live order closes the gap both ways: endpoints appearing and going."""
     from netlab.dataplane import endpoints
-    from netlab.plan.kubeproxy import commit_order
     node = guestbook.node("node1")
     ports = [(svc.cluster_ip, p.protocol.lower(), p.port) for svc in guestbook.services.values()
              if svc.meta.name != "kubernetes" for p in svc.ports]
     none, every = endpoints(guestbook, set()), endpoints(guestbook, None)
 
-    def transition(before: dict, after: dict, order) -> list:
+    def transition(before: dict, after: dict, live: bool, reorder=list) -> list:
         sync_node(netns, render_node_rules(guestbook, node, before))
         assert _unhandled(netns, ports) == []
-        text = render_node_rules(guestbook, node, after, previous_chains=node_chains(guestbook, node, before))
+        text = render_node_rules(guestbook, node, after, previous_chains=node_chains(guestbook, node, before),
+                                 live=live)
         gaps = []
-        for block in _commits(order(text)):
+        for block in reorder(_commits(text)):
             restore(netns, block)
             gaps += _unhandled(netns, ports)
         assert _unhandled(netns, ports) == []
@@ -201,7 +201,7 @@ def test_each_commit_of_a_sync_leaves_every_service_port_translated_or_rejected(
 
     # The check can fail: kube-proxy's order opens the gap for every port when endpoints
     # appear, and nat first (the plain swap) opens it when they go.
-    assert transition(none, every, lambda text: text) == sorted(ports)
-    assert transition(every, none, lambda text: "".join(reversed(_commits(text)))) == sorted(ports)
-    assert transition(none, every, commit_order) == []
-    assert transition(every, none, commit_order) == []
+    assert transition(none, every, live=False) == sorted(ports)
+    assert transition(every, none, live=False, reorder=lambda blocks: blocks[::-1]) == sorted(ports)
+    assert transition(none, every, live=True) == []
+    assert transition(every, none, live=True) == []

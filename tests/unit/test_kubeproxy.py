@@ -17,7 +17,7 @@ from netlab.model.cluster import Cluster, make_nodes
 from netlab.model.config import parse_lab
 from netlab.model.objects import parse_object
 from netlab.model.services import Endpoint, endpoints_for
-from netlab.plan.kubeproxy import (commit_order, node_chains, port_proto_hash, probability, render_jumps,
+from netlab.plan.kubeproxy import (node_chains, port_proto_hash, probability, render_jumps,
                                    render_node_rules, sep_chain, service_port_name, svc_chain)
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -206,21 +206,18 @@ def test_service_without_endpoints_is_rejected(cluster):
     assert svc_chain("default/empty:dns", "udp") not in text
 
 
-def test_commit_order_puts_standing_rejects_then_nat_then_filter(cluster):
-    """A live sync commits the REJECT and DROP lines that will stand first (no chain declared,
-    so nothing is flushed), then nat, then filter as rendered: see the kernel check in
-    tests/integration/test_iptables_apply.py."""
+def test_live_order_puts_standing_rejects_then_nat_then_filter(cluster):
+    """A node in use commits the REJECT and DROP lines that will stand first (no chain
+    declared, so nothing is flushed), then nat, then filter as kube-proxy writes it: see the
+    kernel check in tests/integration/test_iptables_apply.py."""
     text = render_node_rules(cluster, cluster.nodes[0], ENDPOINTS)
     filter_table, nat_table = (part.replace("COMMIT\n", "") for part in text.split("*nat\n"))
     rejects = [line for line in filter_table.splitlines()
                if line.startswith(("-A KUBE-SERVICES ", "-A KUBE-EXTERNAL-SERVICES ")) and "-j REJECT" in line]
     assert len(rejects) == 4
-    ordered = commit_order(text)
-    assert ordered == "\n".join(["*filter", *rejects, "COMMIT", "*nat" + "\n" + nat_table.rstrip("\n"),
-                                  "COMMIT", filter_table.rstrip("\n"), "COMMIT", ""])
-    # Nothing to reject (every Service has endpoints): no first block, just nat before filter.
-    without = "\n".join(line for line in text.splitlines() if line not in rejects) + "\n"
-    assert commit_order(without).startswith("*nat\n") and commit_order(without).count("*filter") == 1
+    live = render_node_rules(cluster, cluster.nodes[0], ENDPOINTS, live=True)
+    assert live == "\n".join(["*filter", *rejects, "COMMIT", "*nat" + "\n" + nat_table.rstrip("\n"),
+                               "COMMIT", filter_table.rstrip("\n"), "COMMIT", ""])
 
 
 def test_headless_service_gets_no_rules(cluster):
