@@ -105,7 +105,6 @@ class Agent:
         self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
         self.ready_since: dict[str, float] = {}            # pod key -> when it was first published Ready
         self.spawner: Optional[Spawner] = None             # forks the pods' processes (runtime/spawner.py)
-        self.services_unsynced = False                     # a new lab: no Service rules on the nodes yet
 
     # ---------------------------------------------------------------- pods
 
@@ -143,13 +142,12 @@ class Agent:
         # after a fork is copied, and Python work between forks wrote about 200 pages a fork.
         new = [pod for pod in desired.values() if pod.meta.key not in self.pods
                and (self.wired is None or pod.meta.key in self.wired)]
-        if new and self.services_unsynced:
-            # The Services exist before any pod, as in a cluster: each node's kube-proxy has
-            # their rules (no endpoints yet: REJECT) before a pod can connect to one. A redis
-            # replica that started first sent its SYN to a ClusterIP nothing translated; the
-            # node masqueraded it to the underlay, conntrack kept that flow un-DNATed, and
-            # every retransmit followed it until redis's 60 s repl-timeout.
-            self.services_unsynced = False
+        if new and self.wired is not None and self.published_ready is None:
+            # `up`'s first pods: the Services exist before any pod, as in a cluster, so each
+            # node's kube-proxy has their rules (no endpoints yet: REJECT) before a pod can
+            # connect to one. A redis replica that started first sent its SYN to a ClusterIP
+            # nothing translated; the node masqueraded it to the underlay, conntrack kept that
+            # flow un-DNATed, and every retransmit followed it until redis's 60 s repl-timeout.
             self.sync_dataplane(set())
         sandboxes = [(pod, args) for pod in new for args in [self._prepare_sandbox(pod)] if args]
         holders = self._spawn("holders", [args for _, args in sandboxes])
@@ -729,7 +727,6 @@ class Agent:
         ingress.sync(self.cluster, {})
         if defer_sync:          # `up` is still wiring pods; it says which as batches are ready
             self.wired = set()
-            self.services_unsynced = True
         self.sync_pods()
         self.publish()
         last_publish = time.monotonic()
