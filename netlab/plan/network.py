@@ -175,6 +175,14 @@ def bridge_mac(lab: str, bridge: str) -> str:
     return "0e:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
 
 
+def gateway_mac(ip: str) -> str:
+    """cni0's MAC, fixed as the CNI bridge plugin fixes it: 0a:58 and the gateway's address.
+    A bridge left alone takes the lowest MAC of its ports, so a new pod's veth could change
+    it, and the running pods' ARP entries for their gateway then led to another pod (seen:
+    a pod that started early in `up` lost its gateway while later pods were wired)."""
+    return "0a:58:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
+
+
 def plan_client(cluster: Cluster) -> NsPlan:
     cfg = cluster.config
     plan = NsPlan(names.client_netns(cluster.name))
@@ -217,7 +225,7 @@ def plan_node(cluster: Cluster, node: Node) -> NsPlan:
         return plan
     if not cfg.canal:
         plan.links.append(Link(POD_BRIDGE, "bridge"))
-        plan.devices.append(Device(POD_BRIDGE, mtu=pod_mtu(cluster)))
+        plan.devices.append(Device(POD_BRIDGE, mtu=pod_mtu(cluster), mac=gateway_mac(node.gateway)))
         plan.addresses.append((POD_BRIDGE, f"{node.gateway}/{_prefixlen(node.pod_cidr)}"))
     # Canal: no bridge either. Calico's CNI plugin routes each local pod as a /32 to its cali
     # veth (longer than any route below), and flannel routes the other nodes' subnets as usual.

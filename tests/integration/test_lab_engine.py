@@ -110,6 +110,47 @@ def test_lab_layout_in_the_kernel(make_lab):
     assert pod_routes.startswith(f"default via {node1.gateway} dev eth0")
 
 
+SCALED = """
+apiVersion: netlab/v1
+kind: Lab
+metadata: {name: ignored}
+spec: {nodes: 1, dns: false}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {app: web}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: example/web, ports: [{containerPort: 8080}]}]
+"""
+
+
+def test_cni0_keeps_its_mac_as_pods_join(make_lab):
+    """cni0's MAC is set (0a:58 and its address, as the CNI bridge plugin sets it), so no
+    new pod's veth can change it: a bridge left alone takes the lowest MAC of its ports, and
+    the running pods' ARP entries for their gateway then lead to another pod."""
+    cluster = make_lab(manifests=SCALED)
+    node = cluster.nodes[0]
+    link = lambda: json.loads(subprocess.run(["ip", "-n", node.netns, "-j", "link", "show", "cni0"],
+                                             capture_output=True, text=True, check=True).stdout)[0]
+    expected = "0a:58:" + ":".join(f"{int(x):02x}" for x in node.gateway.split("."))
+    assert link()["address"] == expected
+    first = cluster.pod_netns(next(iter(cluster.pods.values())))
+    # The node's API listener, through the gateway: the pod learns cni0's MAC on the way.
+    assert tcp_connects(first, node.internal_ip, 6443)
+    engine.scale(cluster.name, "web", 30)
+    engine.wait_for_pods(engine.load(cluster.name), 30)
+    assert link()["address"] == expected
+    neigh = subprocess.run(["ip", "-n", first, "-j", "neigh", "show", node.gateway],
+                           capture_output=True, text=True, check=True).stdout
+    assert [e["lladdr"] for e in json.loads(neigh)] == [expected]
+    assert tcp_connects(first, node.internal_ip, 6443)
+
+
 def test_down_removes_every_trace(make_lab):
     cluster = make_lab(manifests=PINNED % {"backend": "vxlan"})
     lab = cluster.name
