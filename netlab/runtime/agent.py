@@ -105,6 +105,9 @@ class Agent:
         self.probing: dict[int, tuple] = {}                # result fd -> (pod key, container, ProbeState, pid, deadline)
         self.ready_since: dict[str, float] = {}            # pod key -> when it was first published Ready
         self.spawner: Optional[Spawner] = None             # forks the pods' processes (runtime/spawner.py)
+        # A new lab whose nodes have no Service rules yet. Not derivable from `wired`: `up`'s
+        # "all wired" may arrive before the first batch has started, and clears it.
+        self.services_unsynced = False
 
     # ---------------------------------------------------------------- pods
 
@@ -142,13 +145,13 @@ class Agent:
         # after a fork is copied, and Python work between forks wrote about 200 pages a fork.
         new = [pod for pod in desired.values() if pod.meta.key not in self.pods
                and (self.wired is None or pod.meta.key in self.wired)]
-        if new and self.wired is not None and self.published_ready is None:
+        if new and self.services_unsynced:
             # `up`'s first pods: the Services exist before any pod, as in a cluster, so each
             # node's kube-proxy has their rules (no endpoints yet: REJECT) before a pod can
             # connect to one. A redis replica that started first sent its SYN to a ClusterIP
             # nothing translated; the node masqueraded it to the underlay, conntrack kept that
             # flow un-DNATed, and every retransmit followed it until redis's 60 s repl-timeout.
-            self.sync_dataplane(set())
+            self.services_unsynced = not self.sync_dataplane(set())
         sandboxes = [(pod, args) for pod in new for args in [self._prepare_sandbox(pod)] if args]
         holders = self._spawn("holders", [args for _, args in sandboxes])
         containers = []
@@ -727,6 +730,7 @@ class Agent:
         ingress.sync(self.cluster, {})
         if defer_sync:          # `up` is still wiring pods; it says which as batches are ready
             self.wired = set()
+            self.services_unsynced = True
         self.sync_pods()
         self.publish()
         last_publish = time.monotonic()

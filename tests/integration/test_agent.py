@@ -339,7 +339,7 @@ apiVersion: v1
 kind: ReplicationController
 metadata: {name: filler}
 spec:
-  replicas: 60
+  replicas: %(fillers)d
   selector: {app: filler}
   template:
     metadata: {labels: {app: filler}}
@@ -356,14 +356,16 @@ spec:
 """
 
 
-def test_service_rules_are_in_place_before_the_first_pod_starts(make_lab):
+@pytest.mark.parametrize("fillers", [60, 5])
+def test_service_rules_are_in_place_before_the_first_pod_starts(make_lab, fillers):
     """A Service exists before the pods that use it, so kube-proxy's rules for it are on the
     node before any container runs: a connection to a Service without endpoints is refused
-    from the first try. `up` starts the first pods while it still wires the rest (60 more
-    here); before the agent synced the Services first, those tries left the node with no
-    rule to translate or reject them and timed out (as a redis replica's did, for 60 s)."""
+    from the first try. `up` starts the first pods while it still wires the rest (60 more);
+    before the agent synced the Services first, those tries left the node with no rule to
+    translate or reject them and timed out (as a redis replica's did, for 60 s). With 5, all
+    pods are one batch, and `up`'s "all wired" may reach the agent before it starts them."""
     from netlab import state
-    cluster = make_lab(manifests=EARLY_CLIENT % {"ip": "10.96.0.200"})
+    cluster = make_lab(manifests=EARLY_CLIENT % {"ip": "10.96.0.200", "fillers": fillers})
     early = next(p for p in cluster.pods.values() if p.meta.labels.get("app") == "early")
     assert early is next(iter(cluster.pods.values())), "the early pod is not in up's first batch"
     log = state.container_log(cluster.name, "default", early.meta.name, "c")
