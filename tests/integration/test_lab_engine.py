@@ -13,7 +13,7 @@ from netlab.kernel import netns
 from netlab.model import names
 from netlab.runtime import agent_client
 
-from .netutil import http_get, root_links, tcp_connects, udp_request
+from .netutil import http_get, root_links, tcp_connects, udp_request, web_lab_text
 
 pytestmark = pytest.mark.root
 
@@ -110,36 +110,18 @@ def test_lab_layout_in_the_kernel(make_lab):
     assert pod_routes.startswith(f"default via {node1.gateway} dev eth0")
 
 
-SCALED = """
-apiVersion: netlab/v1
-kind: Lab
-metadata: {name: ignored}
-spec: {nodes: 1, dns: false}
----
-apiVersion: v1
-kind: ReplicationController
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {app: web}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: example/web, ports: [{containerPort: 8080}]}]
-"""
-
-
 def test_cni0_keeps_its_mac_as_pods_join(make_lab):
     """cni0's MAC is set (0a:58 and its address, as the CNI bridge plugin sets it), so no
     new pod's veth can change it: a bridge left alone takes the lowest MAC of its ports, and
     the running pods' ARP entries for their gateway then lead to another pod."""
-    cluster = make_lab(manifests=SCALED)
-    node = cluster.nodes[0]
+    cluster = make_lab(manifests=web_lab_text(replicas=1))
+    pod = next(iter(cluster.pods.values()))
+    node = cluster.node(pod.spec.node_name)
     link = lambda: json.loads(subprocess.run(["ip", "-n", node.netns, "-j", "link", "show", "cni0"],
                                              capture_output=True, text=True, check=True).stdout)[0]
     expected = "0a:58:" + ":".join(f"{int(x):02x}" for x in node.gateway.split("."))
     assert link()["address"] == expected
-    first = cluster.pod_netns(next(iter(cluster.pods.values())))
+    first = cluster.pod_netns(pod)
     # The node's API listener, through the gateway: the pod learns cni0's MAC on the way.
     assert tcp_connects(first, node.internal_ip, 6443)
     engine.scale(cluster.name, "web", 30)
